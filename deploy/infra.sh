@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# Installs, starts and stops the local Kafka (KRaft, single node) and InfluxDB 2 that maintcast's
+# tests and benchmarks talk to. There is no Docker engine on the development machines, so both run
+# as plain processes on loopback. Everything is built or fetched once into $MAINTCAST_CACHE.
+#
+#   deploy/infra.sh install     fetch Kafka's jars (Maven) and build influxd (Go module), once
+#   deploy/infra.sh start       install if needed, start both, wait until ready, onboard InfluxDB
+#   deploy/infra.sh stop        stop both
+#   deploy/infra.sh status      say what runs
+#   deploy/infra.sh wipe        stop both and delete their data directories
+#   deploy/infra.sh env         print the variables tests and services read (no secrets printed
+#                               unless MAINTCAST_PRINT_TOKEN=1; the token lives in a 0600 file)
+set -euo pipefail
+
+CACHE=${MAINTCAST_CACHE:-$HOME/.cache/maintcast}
+KAFKA_VERSION=${MAINTCAST_KAFKA_VERSION:-4.1.1}
+INFLUXDB_VERSION=${MAINTCAST_INFLUXDB_VERSION:-v2.7.12}
+PKG_CONFIG_VERSION=v0.2.7
+KAFKA_PORT=${MAINTCAST_KAFKA_PORT:-19092}
+KAFKA_CONTROLLER_PORT=${MAINTCAST_KAFKA_CONTROLLER_PORT:-19093}
+INFLUX_PORT=${MAINTCAST_INFLUX_PORT:-18086}
+INFLUX_ORG=${MAINTCAST_INFLUX_ORG:-maintcast}
+INFLUX_BUCKET=${MAINTCAST_INFLUX_BUCKET:-maintcast}
+
+KAFKA_HOME=$CACHE/kafka-$KAFKA_VERSION
+INFLUX_HOME=$CACHE/influxdb-$INFLUXDB_VERSION
+RUN=$CACHE/run
+DATA=$CACHE/data
+TOKEN_FILE=$RUN/influx-token
+
+log() { printf '[infra] %s\n' "$*" >&2; }
+die() { printf '[infra] error: %s\n' "$*" >&2; exit 1; }
+
+install_kafka() {
+  [ -f "$KAFKA_HOME/.complete" ] && return 0
+  command -v java >/dev/null || die "java is required for Kafka (install openjdk-17-jre-headless)"
+  command -v mvn >/dev/null || die "maven is required to fetch Kafka's jars (install maven)"
+  log "fetching Kafka $KAFKA_VERSION jars from Maven Central"
+  rm -rf "$KAFKA_HOME.tmp"; mkdir -p "$KAFKA_HOME.tmp"
+  cat >"$KAFKA_HOME.tmp/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>dev.maintcast</groupId><artifactId>kafka-runtime</artifactId><version>1</version>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j2-impl</artifactId><version>2.24.3</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>2.24.3</version></dependency>
+  </dependencies>
+</project>
+POM
+  (cd "$KAFKA_HOME.tmp" && mvn -q -B dependency:copy-dependencies -DoutputDirectory=libs -DincludeScope=runtime) \
+    || die "maven could not resolve org.apache.kafka:kafka_2.13:$KAFKA_VERSION"
+  cat >"$KAFKA_HOME.tmp/log4j2.yaml" <<'YAML'
+Configuration:
+  Appenders:
+    Console: {name: STDOUT, PatternLayout: {pattern: "[%d] %p %m (%c)%n"}}
+  Loggers:
+    Root: {level: WARN, AppenderRef: [{ref: STDOUT}]}
+    Logger:
+      - {name: kafka.server.KafkaRaftServer, level: INFO, additivity: false, AppenderRef: [{ref: STDOUT}]}
+YAML
+  touch "$KAFKA_HOME.tmp/.complete"
+  rm -rf "$KAFKA_HOME"; mv "$KAFKA_HOME.tmp" "$KAFKA_HOME"
+}
+
+install_influxdb() {
+  [ -x "$INFLUX_HOME/influxd" ] && return 0
+  command -v go >/dev/null || die "go is required to build influxd"
+  command -v cargo >/dev/null || die "cargo is required to build libflux"
+  log "building influxd $INFLUXDB_VERSION from its Go module (one time, several minutes)"
+  mkdir -p "$CACHE/gopath/bin"
+  export GOPATH=$CACHE/gopath GOFLAGS=-buildvcs=false
+  # pkg-config wrapper: compiles the Rust libflux that influxd links against.
+  [ -x "$GOPATH/bin/pkg-config" ] || go install "github.com/influxdata/pkg-config@$PKG_CONFIG_VERSION"
+  local dir
+  dir=$(go mod download -json "github.com/influxdata/influxdb/v2@$INFLUXDB_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [ -d "$dir" ] || die "go mod download gave no source for influxdb $INFLUXDB_VERSION"
+  local src=$CACHE/src/influxdb-$INFLUXDB_VERSION
+  rm -rf "$src"; mkdir -p "$(dirname "$src")"; cp -r "$dir" "$src"; chmod -R u+w "$src"
+  # The flux sources pin an old Rust toolchain that cannot be installed here; the current stable builds it.
+  local toolchain
+  toolchain=$(rustup show active-toolchain 2>/dev/null | awk '{print $1}')
+  # Newer rustc lints turn the flux crates' deny(warnings) into errors; capping lints keeps them warnings.
+  (cd "$src" && RUSTUP_TOOLCHAIN=${toolchain:-stable} RUSTFLAGS="--cap-lints=warn" PKG_CONFIG=$GOPATH/bin/pkg-config \
+     CGO_ENABLED=1 go build -tags assets,sqlite_foreign_keys,sqlite_json -o "$INFLUX_HOME.tmp/influxd" ./cmd/influxd) \
+    || die "go build ./cmd/influxd failed"
+  rm -rf "$INFLUX_HOME"; mv "$INFLUX_HOME.tmp" "$INFLUX_HOME"
+  rm -rf "$src"
+}
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+wait_port() { # host port seconds what
+  local i
+  for ((i = 0; i < $3 * 5; i++)); do
+    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+start_kafka() {
+  mkdir -p "$RUN" "$DATA/kafka"
+  if pid_alive "$RUN/kafka.pid"; then log "kafka already running"; return 0; fi
+  cat >"$RUN/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$DATA/kafka
+num.partitions=4
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=true
+message.max.bytes=2097152
+log.retention.hours=168
+PROPS
+  local cp="$KAFKA_HOME/libs/*"
+  local jvm=(-Xms256m -Xmx768m -XX:+UseG1GC -Dlog4j2.configurationFile="$KAFKA_HOME/log4j2.yaml")
+  if [ ! -f "$DATA/kafka/meta.properties" ]; then
+    java "${jvm[@]}" -cp "$cp" org.apache.kafka.tools.StorageTool format -t "$(java -cp "$cp" org.apache.kafka.tools.StorageTool random-uuid 2>/dev/null || echo maintcast-local-0000001)" \
+      -c "$RUN/server.properties" --standalone >/dev/null 2>"$RUN/kafka-format.err" \
+      || java "${jvm[@]}" -cp "$cp" kafka.tools.StorageTool format -t "MaintcastLocalCluster1" -c "$RUN/server.properties" >/dev/null 2>>"$RUN/kafka-format.err" \
+      || { cat "$RUN/kafka-format.err" >&2; die "kafka storage format failed"; }
+  fi
+  log "starting kafka on 127.0.0.1:$KAFKA_PORT"
+  setsid nohup java "${jvm[@]}" -cp "$cp" kafka.Kafka "$RUN/server.properties" >"$RUN/kafka.log" 2>&1 </dev/null &
+  echo $! >"$RUN/kafka.pid"
+  wait_port 127.0.0.1 "$KAFKA_PORT" 90 || { tail -30 "$RUN/kafka.log" >&2; die "kafka did not open port $KAFKA_PORT"; }
+}
+
+start_influxdb() {
+  mkdir -p "$RUN" "$DATA/influxdb"
+  if pid_alive "$RUN/influxd.pid"; then log "influxd already running"; else
+    log "starting influxd on 127.0.0.1:$INFLUX_PORT"
+    INFLUXD_BOLT_PATH=$DATA/influxdb/influxd.bolt INFLUXD_ENGINE_PATH=$DATA/influxdb/engine \
+      INFLUXD_SQLITE_PATH=$DATA/influxdb/influxd.sqlite INFLUXD_HTTP_BIND_ADDRESS=127.0.0.1:$INFLUX_PORT \
+      INFLUXD_REPORTING_DISABLED=true INFLUXD_LOG_LEVEL=warn \
+      setsid nohup "$INFLUX_HOME/influxd" >"$RUN/influxd.log" 2>&1 </dev/null &
+    echo $! >"$RUN/influxd.pid"
+  fi
+  local i
+  for ((i = 0; i < 300; i++)); do
+    curl -sf "http://127.0.0.1:$INFLUX_PORT/health" >/dev/null && break
+    sleep 0.2
+  done
+  curl -sf "http://127.0.0.1:$INFLUX_PORT/health" >/dev/null || { tail -30 "$RUN/influxd.log" >&2; die "influxd is not healthy"; }
+  onboard_influxdb
+}
+
+onboard_influxdb() {
+  local allowed
+  allowed=$(curl -sf "http://127.0.0.1:$INFLUX_PORT/api/v2/setup" | grep -o '"allowed": *[a-z]*' | grep -o '[a-z]*$')
+  if [ "$allowed" = "true" ]; then
+    local token
+    token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    umask 077
+    printf '%s' "$token" >"$TOKEN_FILE"
+    # The token travels in the request body from a file, never on a command line.
+    printf '{"username":"maintcast","password":"maintcast-local-%s","org":"%s","bucket":"%s","token":"%s"}' \
+      "${token:0:12}" "$INFLUX_ORG" "$INFLUX_BUCKET" "$token" >"$RUN/setup.json"
+    curl -sf -X POST -H 'Content-Type: application/json' --data @"$RUN/setup.json" \
+      "http://127.0.0.1:$INFLUX_PORT/api/v2/setup" >/dev/null || die "influxdb onboarding failed"
+    rm -f "$RUN/setup.json"
+    log "influxdb onboarded (org $INFLUX_ORG, bucket $INFLUX_BUCKET)"
+  fi
+  [ -s "$TOKEN_FILE" ] || die "influxdb is set up but $TOKEN_FILE is missing: run '$0 wipe' and start again"
+}
+
+stop_one() { # name
+  local f=$RUN/$1.pid
+  if pid_alive "$f"; then
+    local p; p=$(cat "$f")
+    kill "$p" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$p" 2>/dev/null || true
+    log "stopped $1"
+  fi
+  rm -f "$f"
+}
+
+print_env() {
+  echo "export MAINTCAST_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
+  echo "export MAINTCAST_INFLUX_URL=http://127.0.0.1:$INFLUX_PORT"
+  echo "export MAINTCAST_INFLUX_ORG=$INFLUX_ORG"
+  echo "export MAINTCAST_INFLUX_BUCKET=$INFLUX_BUCKET"
+  echo "export MAINTCAST_INFLUX_TOKEN_FILE=$TOKEN_FILE"
+  if [ "${MAINTCAST_PRINT_TOKEN:-0}" = 1 ]; then echo "export MAINTCAST_INFLUX_TOKEN=$(cat "$TOKEN_FILE")"; fi
+}
+
+case "${1:-}" in
+  install) install_kafka; install_influxdb ;;
+  start) install_kafka; install_influxdb; start_kafka; start_influxdb; log "ready"; print_env ;;
+  stop) stop_one kafka; stop_one influxd ;;
+  stop-kafka) stop_one kafka ;;
+  stop-influxdb) stop_one influxd ;;
+  start-kafka) start_kafka ;;
+  start-influxdb) start_influxdb ;;
+  status)
+    pid_alive "$RUN/kafka.pid" && echo "kafka: running (pid $(cat "$RUN/kafka.pid"))" || echo "kafka: stopped"
+    pid_alive "$RUN/influxd.pid" && echo "influxd: running (pid $(cat "$RUN/influxd.pid"))" || echo "influxd: stopped" ;;
+  wipe) stop_one kafka; stop_one influxd; rm -rf "$DATA" "$TOKEN_FILE"; log "data wiped" ;;
+  env) print_env ;;
+  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

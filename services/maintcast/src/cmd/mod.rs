@@ -1,0 +1,7 @@
+pub mod demo;
+pub mod eval;
+pub mod ingest;
+pub mod models;
+pub mod simulate;
+pub mod sweep;
+pub mod train;

@@ -1,0 +1,59 @@
+//! `maintcast`: one binary whose subcommands are the services and tools (DESIGN.md, "Commands").
+//! Each subcommand lives in `cmd/<name>.rs`; this file only parses flags and dispatches.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// Streaming predictive maintenance: forecasts, for every machine, the days until it needs maintenance.
+#[derive(Parser)]
+#[command(name = "maintcast", version, about, long_about = None)]
+struct Cli {
+    /// Log as JSON lines instead of human-readable text (env MAINTCAST_LOG_JSON).
+    #[arg(long, global = true, env = "MAINTCAST_LOG_JSON")]
+    log_json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The whole idea with no servers: simulate a fleet, train or load a model, stream, show.
+    Demo(cmd::demo::Args),
+    /// The ingest service: Kafka telemetry -> per-machine windows -> LSTM inference -> InfluxDB.
+    Ingest(cmd::ingest::Args),
+    /// Train a model from history once, or run as the periodic trainer service.
+    Train(cmd::train::Args),
+    /// Run an experiment grid and print a leaderboard (TensorBoard logs per run).
+    Sweep(cmd::sweep::Args),
+    /// Score a model on a data set; prints one JSON line (rmse, mae, score, n, coverage).
+    Eval(cmd::eval::Args),
+    /// Simulate a fleet (or replay a history) to Kafka or to files.
+    Simulate(cmd::simulate::Args),
+    /// Inspect and manage the model registry: list | show | promote | rollback.
+    Models(cmd::models::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    maintcast_common::logging::init(cli.log_json);
+    let result = match cli.command {
+        Command::Demo(a) => cmd::demo::run(a),
+        Command::Ingest(a) => cmd::ingest::run(a),
+        Command::Train(a) => cmd::train::run(a),
+        Command::Sweep(a) => cmd::sweep::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
+        Command::Simulate(a) => cmd::simulate::run(a),
+        Command::Models(a) => cmd::models::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
