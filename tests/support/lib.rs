@@ -1,1 +1,155 @@
+//! Helpers for maintcast's end-to-end tests: they find the real Kafka and InfluxDB that
+//! `deploy/infra.sh start` runs (through the variables `deploy/infra.sh env` prints) and fail at
+//! once with a message saying how to start them, rather than hanging on a dead port.
 
+use std::collections::HashMap;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+
+/// Where the test InfluxDB is and how to talk to it.
+#[derive(Clone)]
+pub struct InfluxEnv {
+    pub url: String,
+    pub org: String,
+    pub bucket: String,
+    pub token: String,
+}
+
+impl std::fmt::Debug for InfluxEnv {
+    // The token never reaches test output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InfluxEnv")
+            .field("url", &self.url)
+            .field("org", &self.org)
+            .field("bucket", &self.bucket)
+            .finish_non_exhaustive()
+    }
+}
+
+const HOW_TO_START: &str = "start them with `deploy/infra.sh start` (or run the whole suite with `.ci/run`)";
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+fn assert_reachable(what: &str, host_port: &str) {
+    let addr = host_port
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .unwrap_or_else(|| panic!("{what}: cannot resolve {host_port}"));
+    if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
+        panic!("{what} is not running at {host_port}: {HOW_TO_START}");
+    }
+}
+
+/// Kafka bootstrap servers, checked to accept connections.
+pub fn kafka_brokers() -> String {
+    let brokers = env_or("MAINTCAST_KAFKA_BROKERS", "127.0.0.1:19092");
+    let first = brokers.split(',').next().unwrap_or_default().to_string();
+    assert_reachable("Kafka", &first);
+    brokers
+}
+
+/// The test InfluxDB, checked to accept connections.
+pub fn influx() -> InfluxEnv {
+    let url = env_or("MAINTCAST_INFLUX_URL", "http://127.0.0.1:18086");
+    let host_port = url.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/');
+    assert_reachable("InfluxDB", host_port);
+    let token = match std::env::var("MAINTCAST_INFLUX_TOKEN") {
+        Ok(t) => t,
+        Err(_) => {
+            let file = std::env::var("MAINTCAST_INFLUX_TOKEN_FILE").unwrap_or_else(|_| {
+                format!("{}/.cache/maintcast/run/influx-token", std::env::var("HOME").unwrap_or_default())
+            });
+            std::fs::read_to_string(&file)
+                .unwrap_or_else(|e| panic!("InfluxDB token file {file}: {e}; {HOW_TO_START}"))
+                .trim()
+                .to_string()
+        }
+    };
+    InfluxEnv {
+        url,
+        org: env_or("MAINTCAST_INFLUX_ORG", "maintcast"),
+        bucket: env_or("MAINTCAST_INFLUX_BUCKET", "maintcast"),
+        token,
+    }
+}
+
+impl InfluxEnv {
+    pub fn client(&self) -> influxdb2::Client {
+        influxdb2::Client::new(&self.url, &self.org, &self.token)
+    }
+
+    /// Runs a Flux query through the HTTP API and returns its rows as column -> value maps
+    /// (annotated CSV, parsed here because the influxdb2 crate's typed query wants a struct per shape).
+    pub async fn query(&self, flux: &str) -> Vec<HashMap<String, String>> {
+        let client = reqwest::Client::new();
+        let resp = client
+            .post(format!("{}/api/v2/query?org={}", self.url.trim_end_matches('/'), self.org))
+            .header("Authorization", format!("Token {}", self.token))
+            .header("Accept", "application/csv")
+            .json(&serde_json::json!({"query": flux, "type": "flux", "dialect": {"annotations": []}}))
+            .send()
+            .await
+            .expect("InfluxDB query request");
+        let status = resp.status();
+        let body = resp.text().await.expect("InfluxDB query body");
+        assert!(status.is_success(), "InfluxDB query failed ({status}): {body}");
+        parse_flux_csv(&body)
+    }
+}
+
+/// Flux's CSV: one header line per table, blank lines between tables.
+pub fn parse_flux_csv(body: &str) -> Vec<HashMap<String, String>> {
+    let mut rows = Vec::new();
+    let mut header: Option<Vec<String>> = None;
+    for line in body.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() {
+            header = None;
+            continue;
+        }
+        let cells: Vec<String> = line.split(',').map(str::to_string).collect();
+        match &header {
+            None => header = Some(cells),
+            Some(h) => rows.push(h.iter().cloned().zip(cells).collect()),
+        }
+    }
+    rows
+}
+
+/// A name no earlier test run used, so tests never see each other's data.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{prefix}-{}-{nanos:x}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Creates a topic (idempotently) with the given partition count.
+pub async fn create_topic(brokers: &str, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("kafka admin client");
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let results = admin
+        .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+        .await
+        .expect("create_topics request");
+    for r in results {
+        if let Err((t, code)) = r
+            && code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists
+        {
+            panic!("creating topic {t}: {code}");
+        }
+    }
+}
