@@ -1,8 +1,130 @@
+//! `maintcast models`: look at and change what serves, by hand.
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub struct Args {}
+use anyhow::Context;
+use clap::Subcommand;
+use maintcast_models::artifact;
+use maintcast_trainer::registry;
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("'maintcast models' is not available in this build yet")
+#[derive(clap::Args)]
+pub struct Args {
+    /// Registry directory: `<registry>/<name>/<version>/` holds the models, `<name>/CURRENT` the
+    /// serving version.
+    #[arg(long, env = "MAINTCAST_REGISTRY")]
+    registry: PathBuf,
+    /// Model name inside the registry.
+    #[arg(long, env = "MAINTCAST_NAME", default_value = "maintcast")]
+    name: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Subcommand)]
+enum Action {
+    /// Every version, oldest first, with its parent, validation MAE and data; `*` marks CURRENT.
+    List,
+    /// A version's card (without the scaler's numbers), its lineage and the promotion log.
+    Show {
+        /// e.g. v0003; default: the CURRENT one.
+        version: Option<String>,
+    },
+    /// Make VERSION the serving one, after loading and verifying it completely.
+    Promote {
+        version: String,
+        /// Why, for the promotion log.
+        #[arg(long, default_value = "promoted by hand")]
+        reason: String,
+    },
+    /// Undo the last promotion: the version that served before the current one serves again.
+    Rollback,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let (reg, name) = (&args.registry, args.name.as_str());
+    match args.action {
+        Action::List => {
+            let rows = registry::list(reg, name)?;
+            if args.json {
+                for r in &rows {
+                    println!("{}", serde_json::to_string(r)?);
+                }
+            } else if rows.is_empty() {
+                println!("no versions of {name} in {}", reg.display());
+            } else {
+                println!(
+                    "  {:<8} {:<20} {:<8} {:>8} {:>9} {:>8}  data",
+                    "version", "created", "parent", "val_mae", "rows", "machines"
+                );
+                for r in &rows {
+                    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+                    let data = match (r.first_ts_ms, r.last_ts_ms) {
+                        (Some(a), Some(b)) => format!("{} .. {}", day(a), day(b)),
+                        _ => "-".into(),
+                    };
+                    println!(
+                        "{} {:<8} {:<20} {:<8} {:>8} {:>9} {:>8}  {}{}",
+                        if r.current { "*" } else { " " },
+                        r.version,
+                        r.created_at,
+                        opt(r.parent_version.clone()),
+                        opt(r.val_mae.map(|m| format!("{m:.3}"))),
+                        opt(r.rows.map(|n| n.to_string())),
+                        opt(r.machines.map(|n| n.to_string())),
+                        data,
+                        r.error.as_ref().map(|e| format!("  UNREADABLE: {e}")).unwrap_or_default(),
+                    );
+                }
+            }
+        }
+        Action::Show { version } => {
+            let version = match version {
+                Some(v) => v,
+                None => maintcast_models::registry::current_version(reg, name)?
+                    .context("no CURRENT version yet; name one")?,
+            };
+            let dir = reg.join(name).join(&version);
+            let card = artifact::read_card(&dir)
+                .with_context(|| format!("version {version} of {name}"))?;
+            let mut v = serde_json::to_value(&card)?;
+            if let Some(o) = v.as_object_mut() {
+                // Per-feature offsets are noise to a person; the kind says what matters.
+                o.insert("scaler".into(), serde_json::json!({ "kind": card.scaler.kind }));
+                o.insert(
+                    "lineage".into(),
+                    serde_json::json!(registry::lineage(reg, name, &version)?),
+                );
+                let current = maintcast_models::registry::current_version(reg, name)?;
+                o.insert("current".into(), serde_json::json!(current.as_deref() == Some(&version)));
+                let log: Vec<_> = registry::read_log(reg, name)?
+                    .into_iter()
+                    .filter(|e| e.version == version || e.from.as_deref() == Some(&version))
+                    .collect();
+                o.insert("promotions".into(), serde_json::to_value(log)?);
+            }
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Action::Promote { version, reason } => {
+            let from = registry::promote(reg, name, &version, &reason)?;
+            println!(
+                "{name}: {version} now serves (was {})",
+                from.as_deref().unwrap_or("nothing")
+            );
+        }
+        Action::Rollback => {
+            let (from, to) = registry::rollback(reg, name)?;
+            println!("{name}: rolled back from {from} to {to}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn day(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| ms.to_string())
 }

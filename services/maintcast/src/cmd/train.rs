@@ -1,8 +1,135 @@
+//! `maintcast train`: one training job from history files into a new registry version.
+
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use maintcast_models::config::Config;
+use maintcast_models::history::{self, Cmapss, History};
+use maintcast_models::{Forecaster, artifact, pipeline, registry, train};
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Format {
+    /// `machine_id,ts,<sensor>...` telemetry plus a `machine_id,ts,kind,note` events file.
+    Csv,
+    /// NASA C-MAPSS `train_/test_/RUL_<subset>.txt`.
+    Cmapss,
+}
+
+/// Where history comes from; shared with `eval`.
+#[derive(clap::Args, Debug)]
+pub struct DataArgs {
+    /// Format of the history files.
+    #[arg(long, env = "MAINTCAST_FORMAT", value_enum)]
+    pub format: Format,
+    /// CSV: telemetry file or a directory with telemetry.csv (+ events.csv); C-MAPSS: its directory.
+    #[arg(long, env = "MAINTCAST_DATA")]
+    pub data: PathBuf,
+    /// C-MAPSS subset.
+    #[arg(long, env = "MAINTCAST_SUBSET", default_value = "FD001")]
+    pub subset: String,
+    /// CSV maintenance events file (machine_id,ts,kind,note).
+    #[arg(long, env = "MAINTCAST_EVENTS")]
+    pub events: Option<PathBuf>,
+}
+
+pub enum Loaded {
+    Csv(History),
+    Cmapss(Cmapss),
+}
+
+impl DataArgs {
+    pub fn load(&self) -> anyhow::Result<Loaded> {
+        Ok(match self.format {
+            Format::Csv => {
+                let (tel, ev) = history::csv_paths(&self.data, self.events.as_deref());
+                Loaded::Csv(history::read_csv(&tel, ev.as_deref())?)
+            }
+            Format::Cmapss => Loaded::Cmapss(history::read_cmapss(&self.data, &self.subset)?),
+        })
+    }
+}
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Training configuration (TOML); defaults apply to everything it leaves out.
+    #[arg(long, env = "MAINTCAST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Model registry directory; the model goes to <registry>/<name>/<version>/.
+    #[arg(long, env = "MAINTCAST_REGISTRY")]
+    pub registry: PathBuf,
+    /// Model name in the registry.
+    #[arg(long, env = "MAINTCAST_NAME")]
+    pub name: String,
+    /// cpu, cuda:N or auto.
+    #[arg(long, env = "MAINTCAST_DEVICE", default_value = "cpu")]
+    pub device: String,
+    /// Overrides train.seed of the config.
+    #[arg(long, env = "MAINTCAST_SEED")]
+    pub seed: Option<u64>,
+    /// Make the new version CURRENT (the first version of a model always becomes CURRENT).
+    #[arg(long, env = "MAINTCAST_PROMOTE")]
+    pub promote: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("'maintcast train' is not available in this build yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut cfg = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(seed) = args.seed {
+        cfg.train.seed = seed;
+    }
+    let device = train::parse_device(&args.device)?;
+    let loaded = args.data.load()?;
+    let history = match &loaded {
+        Loaded::Csv(h) => h,
+        Loaded::Cmapss(c) => &c.train,
+    };
+    let started = Instant::now();
+    let members = cfg.train.ensemble;
+    let trained = pipeline::train_model(history, &cfg, &device, &mut |k, r| {
+        if members > 1 {
+            tracing::info!("member {}/{members}", k + 1);
+        }
+        train::log_epoch(r);
+    })?;
+    let train_s = started.elapsed().as_secs_f64();
+
+    let staged = tempfile::tempdir().context("creating a staging directory")?;
+    let mut card = trained.save(staged.path())?;
+    card.parent_version = registry::current_version(&args.registry, &args.name)?;
+    card.training["wall_s"] = serde_json::json!(train_s);
+    if let Loaded::Cmapss(c) = &loaded {
+        let f = Forecaster::load(staged.path(), &device)?;
+        let test = pipeline::evaluate_cmapss(&f, c)?;
+        tracing::info!(
+            "test ({} units): rmse {:.2}  mae {:.2}  score {:.0}  p10-p90 coverage {:.2}",
+            test.n,
+            test.rmse,
+            test.mae,
+            test.score,
+            test.coverage_p10_p90
+        );
+        card.metrics["test"] = serde_json::to_value(&test)?;
+    }
+    std::fs::write(
+        staged.path().join(artifact::CARD_FILE),
+        serde_json::to_string_pretty(&card)?,
+    )?;
+    let first = registry::current_version(&args.registry, &args.name)?.is_none();
+    let version = registry::publish(&args.registry, &args.name, staged.path())?;
+    if args.promote || first {
+        registry::promote(&args.registry, &args.name, &version)?;
+    }
+    let dir = args.registry.join(&args.name).join(&version);
+    tracing::info!(
+        "trained in {train_s:.1}s; version {version}{}",
+        if args.promote || first { " (CURRENT)" } else { "" }
+    );
+    println!("{}", dir.display());
+    Ok(ExitCode::SUCCESS)
 }

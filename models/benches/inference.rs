@@ -1,0 +1,53 @@
+//! Batched inference of the default model shape (2 × LSTM(64), window 60, 14 features, dense
+//! head): the fused CPU kernel (`Network::predict`) against the composed Candle ops
+//! (`Network::forward`). Throughput is reported in windows per second.
+//!
+//! cargo bench -p maintcast-models --bench inference
+
+use std::time::Duration;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use maintcast_models::network::{ArchConfig, Network};
+
+const WINDOW: usize = 60;
+const FEATURES: usize = 14;
+
+fn inference(c: &mut Criterion) {
+    let cfg = ArchConfig {
+        n_features: FEATURES,
+        hidden: vec![64, 64],
+        dropout: 0.0,
+    };
+    let varmap = VarMap::new();
+    let net = Network::new(
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        &cfg,
+    )
+    .expect("network builds");
+    let mut group = c.benchmark_group("inference");
+    for batch in [1usize, 64, 1024] {
+        let x = Tensor::rand(0f32, 1.0, (batch, WINDOW, FEATURES), &Device::Cpu).unwrap();
+        let flat: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        group.throughput(Throughput::Elements(batch as u64));
+        group.bench_with_input(BenchmarkId::new("fused", batch), &flat, |b, flat| {
+            b.iter(|| net.predict(flat, batch).unwrap())
+        });
+        group.bench_with_input(BenchmarkId::new("composed", batch), &x, |b, x| {
+            b.iter(|| net.forward(x, false).unwrap().to_vec1::<f32>().unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    // Short runs: the machine is small and shared; the figures in BENCHMARKS.md are medians.
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = inference
+}
+criterion_main!(benches);

@@ -1,0 +1,209 @@
+//! A model on disk: `model.safetensors` (the weights) and `model.json` (the card that says how to
+//! use them). Loading refuses weights whose sha256, tensor names or shapes disagree with the card,
+//! so a half-copied or mismatched artifact never serves.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{ModelError, Result};
+use crate::metrics::IntervalSpec;
+use crate::network::{ArchConfig, Network};
+use crate::scaler::Scaler;
+
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const CARD_FILE: &str = "model.json";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TargetSpec {
+    pub name: String,
+    pub cap: f32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub name: String,
+    /// Assigned by the registry when the model is published; empty while staged.
+    pub version: String,
+    /// Sensor names in model order (constant ones already dropped).
+    pub features: Vec<String>,
+    pub window: usize,
+    /// Fewest rows since the last maintenance event that still get a (left-padded) forecast.
+    pub min_rows: usize,
+    pub target: TargetSpec,
+    pub scaler: Scaler,
+    pub arch: ArchConfig,
+    pub interval: IntervalSpec,
+    /// Networks averaged for a forecast; with more than one, weights are prefixed `member.{k}.`.
+    #[serde(default = "one")]
+    pub members: usize,
+    pub training: serde_json::Value,
+    pub data: serde_json::Value,
+    pub metrics: serde_json::Value,
+    pub weights_sha256: String,
+    pub parent_version: Option<String>,
+    pub created_at: String,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl ModelCard {
+    /// Tensor name prefix of ensemble member `k`.
+    pub fn member_prefix(&self, k: usize) -> String {
+        if self.members == 1 {
+            String::new()
+        } else {
+            format!("member.{k}.")
+        }
+    }
+
+    /// Every tensor the weights file must hold, with its shape.
+    pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
+        (0..self.members)
+            .flat_map(|k| {
+                let p = self.member_prefix(k);
+                self.arch
+                    .weight_shapes()
+                    .into_iter()
+                    .map(move |(n, s)| (format!("{p}{n}"), s))
+            })
+            .collect()
+    }
+
+    /// Internal consistency of the card, before any weights are read.
+    pub fn check(&self) -> Result<()> {
+        let bad = |m: String| Err(ModelError::Integrity(m));
+        let nf = self.features.len();
+        if self.arch.n_features != nf || self.scaler.n_features() != nf {
+            return bad(format!(
+                "card lists {nf} features but the network takes {} and the scaler has {}",
+                self.arch.n_features,
+                self.scaler.n_features()
+            ));
+        }
+        if self.scaler.scale.len() != nf {
+            return bad("scaler offset and scale differ in length".into());
+        }
+        if self.window == 0 || self.min_rows == 0 || self.min_rows > self.window {
+            return bad(format!(
+                "window {} / min_rows {} are inconsistent",
+                self.window, self.min_rows
+            ));
+        }
+        if self.members == 0 {
+            return bad("members must be at least 1".into());
+        }
+        self.arch
+            .validate()
+            .map_err(|e| ModelError::Integrity(e.to_string()))
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Writes `file` and flushes it to disk, so a later rename publishes complete contents.
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = std::fs::File::create(path).map_err(ModelError::io(path))?;
+    f.write_all(bytes).map_err(ModelError::io(path))?;
+    f.sync_all().map_err(ModelError::io(path))
+}
+
+/// Writes the weights of `members` and the card into `dir` (created if needed), filling in
+/// `weights_sha256`. Returns the card as written.
+pub fn save(dir: &Path, mut card: ModelCard, members: &[&VarMap]) -> Result<ModelCard> {
+    std::fs::create_dir_all(dir).map_err(ModelError::io(dir))?;
+    card.members = members.len();
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for (k, vm) in members.iter().enumerate() {
+        let p = card.member_prefix(k);
+        for (name, var) in vm.data().lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let t = var
+                .as_tensor()
+                .to_device(&Device::Cpu)?
+                .to_dtype(DType::F32)?;
+            tensors.insert(format!("{p}{name}"), t);
+        }
+    }
+    let bytes = safetensors::serialize(tensors.iter().map(|(k, v)| (k.as_str(), v)), None)
+        .map_err(|e| ModelError::Integrity(format!("serialising weights: {e}")))?;
+    card.weights_sha256 = sha256_hex(&bytes);
+    card.check()?;
+    write_synced(&dir.join(WEIGHTS_FILE), &bytes)?;
+    write_synced(
+        &dir.join(CARD_FILE),
+        serde_json::to_string_pretty(&card)?.as_bytes(),
+    )?;
+    Ok(card)
+}
+
+pub fn read_card(dir: &Path) -> Result<ModelCard> {
+    let p = dir.join(CARD_FILE);
+    let text = std::fs::read_to_string(&p).map_err(ModelError::io(&p))?;
+    serde_json::from_str(&text).map_err(|e| ModelError::Integrity(format!("{}: {e}", p.display())))
+}
+
+/// Reads and verifies an artifact: the card, the weights' sha256, and every tensor's name and
+/// shape; then builds the member networks on `device`.
+pub fn load(dir: &Path, device: &Device) -> Result<(ModelCard, Vec<Network>)> {
+    let card = read_card(dir)?;
+    card.check()?;
+    let p = dir.join(WEIGHTS_FILE);
+    let bytes = std::fs::read(&p).map_err(ModelError::io(&p))?;
+    let sha = sha256_hex(&bytes);
+    if sha != card.weights_sha256 {
+        return Err(ModelError::Integrity(format!(
+            "{}: sha256 {sha} does not match the card's {}",
+            p.display(),
+            card.weights_sha256
+        )));
+    }
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| ModelError::Integrity(format!("{}: {e}", p.display())))?;
+    let expected = card.expected_tensors();
+    for (name, shape) in &expected {
+        let t = st.tensor(name).map_err(|_| {
+            ModelError::Integrity(format!("{}: tensor {name} is missing", p.display()))
+        })?;
+        if t.shape() != shape.as_slice() {
+            return Err(ModelError::Integrity(format!(
+                "{}: tensor {name} has shape {:?}, the card's architecture needs {shape:?}",
+                p.display(),
+                t.shape()
+            )));
+        }
+    }
+    if st.len() != expected.len() {
+        let extra: Vec<String> = st
+            .names()
+            .into_iter()
+            .filter(|n| !expected.iter().any(|(e, _)| e == *n))
+            .map(str::to_string)
+            .collect();
+        return Err(ModelError::Integrity(format!(
+            "{}: unexpected tensors {extra:?}",
+            p.display()
+        )));
+    }
+    let all = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
+    let mut networks = Vec::with_capacity(card.members);
+    for k in 0..card.members {
+        let prefix = card.member_prefix(k);
+        let mut mine = HashMap::new();
+        for (name, _) in card.arch.weight_shapes() {
+            let t = &all[&format!("{prefix}{name}")];
+            mine.insert(name, t.to_dtype(DType::F32)?.to_device(device)?);
+        }
+        let vb = VarBuilder::from_tensors(mine, DType::F32, device);
+        networks.push(Network::new(vb, &card.arch)?);
+    }
+    Ok((card, networks))
+}

@@ -1,0 +1,234 @@
+//! The training configuration, read from TOML. Every field has a default, so a file only names
+//! what it changes; unknown keys are errors so that a typo cannot silently train something else.
+//!
+//! ```toml
+//! [data]
+//! window = 60            # rows per window
+//! step = 1               # rows between consecutive training windows
+//! # min_rows = 60        # fewest rows that still get a (left-padded) window; default = window
+//! cap = 125.0            # labels (days to maintenance) are capped here
+//! val_fraction = 0.2     # share of machines held out whole for validation
+//! scaler = "min-max"     # or "z-score"
+//! # include = [...]      # sensors to consider (default: every sensor all machines have)
+//! exclude = []           # sensors never used
+//! constant_tolerance = 0.0  # sensors whose training range is <= this are dropped
+//!
+//! [model]
+//! hidden = [64, 64]      # LSTM layer widths, input side first
+//! dropout = 0.2          # between LSTM layers, training only
+//!
+//! [train]
+//! epochs = 100
+//! batch_size = 64
+//! lr = 0.001
+//! loss = "mse"           # "mae", "huber" (with huber_delta)
+//! huber_delta = 1.0
+//! # clip_norm = 1.0      # clip gradients to this global L2 norm
+//! patience = 10          # epochs without a better validation loss before stopping
+//! min_delta = 0.0
+//! seed = 0
+//! ensemble = 1           # members trained with seeds seed, seed+1, ...; forecasts are their mean
+//! [train.optimizer]
+//! kind = "nadam"         # "adam", "rmsprop", "sgd"; beta_1, beta_2, epsilon, rho, momentum
+//! [train.schedule]
+//! kind = "constant"      # "step" {every, gamma}, "exponential" {gamma},
+//!                        # "cosine" {min_lr, epochs}, "plateau" {factor, patience, min_lr}
+//! ```
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ModelError, Result};
+use crate::optim::{LossKind, OptimizerConfig, Schedule};
+use crate::scaler::ScalerKind;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    pub window: usize,
+    pub step: usize,
+    pub min_rows: Option<usize>,
+    pub cap: f32,
+    pub val_fraction: f64,
+    pub scaler: ScalerKind,
+    pub include: Option<Vec<String>>,
+    pub exclude: Vec<String>,
+    pub constant_tolerance: f32,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            window: 60,
+            step: 1,
+            min_rows: None,
+            cap: 125.0,
+            val_fraction: 0.2,
+            scaler: ScalerKind::MinMax,
+            include: None,
+            exclude: Vec::new(),
+            constant_tolerance: 0.0,
+        }
+    }
+}
+
+impl DataConfig {
+    pub fn min_rows(&self) -> usize {
+        self.min_rows.unwrap_or(self.window)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub hidden: Vec<usize>,
+    pub dropout: f32,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            hidden: vec![64, 64],
+            dropout: 0.2,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub optimizer: OptimizerConfig,
+    pub schedule: Schedule,
+    pub loss: LossKind,
+    pub huber_delta: f64,
+    pub clip_norm: Option<f64>,
+    pub patience: usize,
+    pub min_delta: f64,
+    pub seed: u64,
+    pub ensemble: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 100,
+            batch_size: 64,
+            lr: 1e-3,
+            optimizer: OptimizerConfig::default(),
+            schedule: Schedule::Constant,
+            loss: LossKind::Mse,
+            huber_delta: 1.0,
+            clip_norm: None,
+            patience: 10,
+            min_delta: 0.0,
+            seed: 0,
+            ensemble: 1,
+        }
+    }
+}
+
+impl Config {
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ModelError::Config(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(ModelError::io(path))?;
+        Self::from_toml(&text).map_err(|e| ModelError::Config(format!("{}: {e}", path.display())))
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(ModelError::Config(m));
+        let d = &self.data;
+        if d.window == 0 || d.step == 0 {
+            return bad("data.window and data.step must be at least 1".into());
+        }
+        if d.min_rows() == 0 || d.min_rows() > d.window {
+            return bad(format!("data.min_rows must be in 1..={}", d.window));
+        }
+        if !(d.cap > 0.0) {
+            return bad(format!("data.cap must be positive, got {}", d.cap));
+        }
+        if !(0.0..1.0).contains(&d.val_fraction) {
+            return bad(format!(
+                "data.val_fraction must be in [0, 1), got {}",
+                d.val_fraction
+            ));
+        }
+        let t = &self.train;
+        if t.epochs == 0 || t.batch_size == 0 || t.ensemble == 0 {
+            return bad(
+                "train.epochs, train.batch_size and train.ensemble must be at least 1".into(),
+            );
+        }
+        if !(t.lr > 0.0) {
+            return bad(format!("train.lr must be positive, got {}", t.lr));
+        }
+        if t.clip_norm.is_some_and(|c| !(c > 0.0)) {
+            return bad("train.clip_norm must be positive".into());
+        }
+        if self.model.hidden.is_empty() || self.model.hidden.contains(&0) {
+            return bad("model.hidden must list at least one non-zero width".into());
+        }
+        if !(0.0..1.0).contains(&self.model.dropout) {
+            return bad("model.dropout must be in [0, 1)".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::OptimizerKind;
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.data.window, 60);
+        assert_eq!(c.data.min_rows(), 60);
+        assert_eq!(c.train.patience, 10);
+        assert_eq!(c.train.optimizer.kind, OptimizerKind::Nadam);
+    }
+
+    #[test]
+    fn tables_parse_and_typos_are_refused() {
+        let c = Config::from_toml(
+            "[data]\nwindow = 30\n[train]\nloss = \"huber\"\n[train.optimizer]\nkind = \"rmsprop\"\n\
+             [train.schedule]\nkind = \"plateau\"\nfactor = 0.5\npatience = 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.data.window, 30);
+        assert_eq!(c.train.loss, LossKind::Huber);
+        assert_eq!(c.train.optimizer.kind, OptimizerKind::Rmsprop);
+        assert!(matches!(
+            c.train.schedule,
+            Schedule::Plateau { patience: 3, .. }
+        ));
+        let e = Config::from_toml("[train]\npatiance = 3\n").unwrap_err();
+        assert!(e.to_string().contains("patiance"), "{e}");
+        assert!(Config::from_toml("[data]\nwindow = 10\nmin_rows = 11\n").is_err());
+        assert!(Config::from_toml("[train.optimizer]\nkind = \"lbfgs\"\n").is_err());
+    }
+
+    #[test]
+    fn committed_cmapss_config_parses() {
+        let c = Config::from_toml(include_str!("../configs/cmapss-fd001.toml")).unwrap();
+        assert_eq!((c.data.window, c.data.cap), (30, 125.0));
+    }
+}

@@ -1,0 +1,83 @@
+//! What the ingest service and the demo call: a loaded, verified model that turns scaled windows
+//! into forecasts.
+
+use std::path::Path;
+
+use candle_core::Device;
+
+use crate::artifact::{self, ModelCard};
+use crate::error::{ModelError, Result};
+use crate::network::Network;
+
+/// Days to maintenance and its prediction interval (`days_p10`, `days_p90` in InfluxDB).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Forecast {
+    pub days: f32,
+    pub p10: f32,
+    pub p90: f32,
+}
+
+pub struct Forecaster {
+    card: ModelCard,
+    members: Vec<Network>,
+}
+
+impl Forecaster {
+    /// Loads `dir` (`model.json` + `model.safetensors`), refusing it when the weights' sha256 or any
+    /// tensor's shape disagrees with the card.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let (card, members) = artifact::load(dir, device)?;
+        Ok(Self { card, members })
+    }
+
+    pub fn card(&self) -> &ModelCard {
+        &self.card
+    }
+
+    pub fn features(&self) -> &[String] {
+        &self.card.features
+    }
+
+    pub fn window(&self) -> usize {
+        self.card.window
+    }
+
+    pub fn min_rows(&self) -> usize {
+        self.card.min_rows
+    }
+
+    /// Raw sensor values in `features()` order -> scaled values written to `out`.
+    pub fn scale_row(&self, raw: &[f32], out: &mut [f32]) {
+        self.card.scaler.transform_row(raw, out);
+    }
+
+    /// `windows`: `batch` scaled windows, row-major `[batch, window, features]`; shorter histories
+    /// are left-padded by the caller with the first row.
+    pub fn predict(&self, windows: &[f32], batch: usize) -> Result<Vec<Forecast>> {
+        let want = batch * self.card.window * self.card.features.len();
+        if batch == 0 || windows.len() != want {
+            return Err(ModelError::Data(format!(
+                "predict got {} values; {batch} windows of {} rows x {} features need {want}",
+                windows.len(),
+                self.card.window,
+                self.card.features.len()
+            )));
+        }
+        let mut days = self.members[0].predict(windows, batch)?;
+        for m in &self.members[1..] {
+            for (d, p) in days.iter_mut().zip(m.predict(windows, batch)?) {
+                *d += p;
+            }
+        }
+        let k = self.members.len() as f32;
+        Ok(days
+            .into_iter()
+            .map(|d| {
+                // Negative days mean "overdue"; the target never goes below 0, so neither do we.
+                let days = (d / k).max(0.0);
+                let (p10, p90) = self.card.interval.bounds(days);
+                Forecast { days, p10, p90 }
+            })
+            .collect())
+    }
+}

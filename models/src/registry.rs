@@ -1,0 +1,157 @@
+//! The model registry on disk: `<registry>/<name>/<version>/` holds one immutable model and
+//! `<registry>/<name>/CURRENT` names the serving version.
+//!
+//! Both changes are atomic renames within the model's directory: a version is assembled in a hidden
+//! staging directory and renamed into place (a reader never sees half a model), and CURRENT is
+//! written to a temporary file, flushed, and renamed over the old one (a reader sees the old name or
+//! the new one, never a torn file).
+
+use std::path::{Path, PathBuf};
+
+use crate::artifact::{self, CARD_FILE, WEIGHTS_FILE};
+use crate::error::{ModelError, Result};
+
+const CURRENT: &str = "CURRENT";
+
+/// The directory of the version CURRENT names.
+pub fn current_version_dir(registry: &Path, name: &str) -> Result<PathBuf> {
+    let version = current_version(registry, name)?.ok_or_else(|| {
+        ModelError::Registry(format!(
+            "{}: no CURRENT version yet",
+            registry.join(name).display()
+        ))
+    })?;
+    Ok(registry.join(name).join(version))
+}
+
+/// The version CURRENT names, or `None` before the first promotion.
+pub fn current_version(registry: &Path, name: &str) -> Result<Option<String>> {
+    let p = registry.join(name).join(CURRENT);
+    match std::fs::read_to_string(&p) {
+        Ok(s) => {
+            let v = s.trim().to_string();
+            check_name(&v, "version")?;
+            Ok(Some(v))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ModelError::Io { path: p, source: e }),
+    }
+}
+
+/// Published versions, oldest first.
+pub fn versions(registry: &Path, name: &str) -> Result<Vec<String>> {
+    let dir = registry.join(name);
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(ModelError::Io {
+                path: dir,
+                source: e,
+            });
+        }
+    };
+    let mut out: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| parse_version(n).is_some())
+        .collect();
+    out.sort_by_key(|n| parse_version(n));
+    Ok(out)
+}
+
+fn parse_version(s: &str) -> Option<u32> {
+    s.strip_prefix('v')?.parse().ok()
+}
+
+fn check_name(s: &str, what: &str) -> Result<()> {
+    if s.is_empty() || s.starts_with('.') || s.contains(['/', '\\']) {
+        return Err(ModelError::Registry(format!("invalid {what} {s:?}")));
+    }
+    Ok(())
+}
+
+/// Copies the model staged in `staged_dir` into the registry as the next version (`v0001`, ...)
+/// and returns that version. The card's `name` and `version` are set on the way; CURRENT is not
+/// touched (see [`promote`]).
+pub fn publish(registry: &Path, name: &str, staged_dir: &Path) -> Result<String> {
+    check_name(name, "model name")?;
+    let mut card = artifact::read_card(staged_dir)?;
+    let weights = staged_dir.join(WEIGHTS_FILE);
+    let bytes = std::fs::read(&weights).map_err(ModelError::io(&weights))?;
+    if artifact::sha256_hex(&bytes) != card.weights_sha256 {
+        return Err(ModelError::Integrity(format!(
+            "{}: weights do not match the card's sha256",
+            staged_dir.display()
+        )));
+    }
+    let model_dir = registry.join(name);
+    std::fs::create_dir_all(&model_dir).map_err(ModelError::io(&model_dir))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".staging-")
+        .tempdir_in(&model_dir)
+        .map_err(ModelError::io(&model_dir))?;
+    artifact::write_synced(&staging.path().join(WEIGHTS_FILE), &bytes)?;
+    // Another publisher may take a number first; renaming onto its (non-empty) directory fails,
+    // so try the next one. A version directory is never replaced.
+    for _ in 0..1000 {
+        let next = versions(registry, name)?
+            .last()
+            .and_then(|v| parse_version(v))
+            .unwrap_or(0)
+            + 1;
+        let version = format!("v{next:04}");
+        card.name = name.to_string();
+        card.version = version.clone();
+        artifact::write_synced(
+            &staging.path().join(CARD_FILE),
+            serde_json::to_string_pretty(&card)?.as_bytes(),
+        )?;
+        let target = model_dir.join(&version);
+        if target.exists() {
+            continue;
+        }
+        match std::fs::rename(staging.path(), &target) {
+            Ok(()) => {
+                sync_dir(&model_dir)?;
+                // The staging directory is gone (renamed); keep TempDir from deleting the target.
+                let _ = staging.keep();
+                return Ok(version);
+            }
+            Err(_) if target.exists() => continue,
+            Err(e) => {
+                return Err(ModelError::Io {
+                    path: target,
+                    source: e,
+                });
+            }
+        }
+    }
+    Err(ModelError::Registry(format!(
+        "{}: could not claim a version number",
+        model_dir.display()
+    )))
+}
+
+/// Makes `version` the serving one: writes CURRENT atomically.
+pub fn promote(registry: &Path, name: &str, version: &str) -> Result<()> {
+    check_name(name, "model name")?;
+    check_name(version, "version")?;
+    let model_dir = registry.join(name);
+    let dir = model_dir.join(version);
+    // A version that cannot be read should never be named CURRENT.
+    artifact::read_card(&dir)?;
+    let tmp = model_dir.join(format!(".CURRENT.{}.tmp", std::process::id()));
+    artifact::write_synced(&tmp, format!("{version}\n").as_bytes())?;
+    let target = model_dir.join(CURRENT);
+    std::fs::rename(&tmp, &target).map_err(ModelError::io(&target))?;
+    sync_dir(&model_dir)
+}
+
+/// Makes a rename durable: on Linux the new directory entry is only on disk once the directory is.
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(ModelError::io(dir))
+}

@@ -1,0 +1,288 @@
+//! The training loop: mini-batches over windows, autograd through `Network::forward`, an optimizer
+//! step per batch, validation after every epoch, early stopping that restores the best weights.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
+use rand_distr::{Distribution, StandardNormal};
+use serde::Serialize;
+
+use crate::config::TrainConfig;
+use crate::dataset::Windows;
+use crate::error::{ModelError, Result};
+use crate::metrics;
+use crate::network::{ArchConfig, Network};
+use crate::optim::{self, LrSchedule, Optimizer};
+
+/// What one epoch did; handed to the `on_epoch` hook (TensorBoard, InfluxDB `training_run`, logs).
+#[derive(Clone, Debug, Serialize)]
+pub struct EpochReport {
+    /// 1-based.
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub val_mae: f64,
+    pub val_rmse: f64,
+    pub lr: f64,
+    pub elapsed_s: f64,
+    /// Whether this epoch is the best so far (its weights are the ones kept).
+    pub best: bool,
+}
+
+pub struct Fitted {
+    pub varmap: VarMap,
+    pub network: Network,
+    pub epochs: Vec<EpochReport>,
+    pub best_epoch: usize,
+    pub train_s: f64,
+}
+
+/// Parses `cpu`, `cuda:N` or `auto` (CUDA 0 when this build has it and a GPU answers, else CPU).
+pub fn parse_device(s: &str) -> Result<Device> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+        _ => {
+            let ordinal = s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(|| {
+                    ModelError::Config(format!("device {s:?}: want cpu, cuda:N or auto"))
+                })?;
+            Device::new_cuda(ordinal).map_err(|e| {
+                ModelError::Config(format!(
+                    "device {s}: {e} (CUDA needs a build with `--features cuda` and a GPU)"
+                ))
+            })
+        }
+    }
+}
+
+/// Re-draws every weight from `seed` the way Keras initialises its LSTM and Dense layers (Glorot
+/// uniform inputs, orthogonal recurrent weights, forget-gate bias 1), so a run is reproducible from
+/// its seed; Candle's own initialisers draw from an unseedable thread RNG on the CPU.
+pub fn init_weights(varmap: &VarMap, seed: u64) -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let vars = varmap.data().lock().unwrap_or_else(|e| e.into_inner());
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    for name in names {
+        let var = &vars[name];
+        let dims = var.dims().to_vec();
+        let values: Vec<f32> = if name.ends_with("weight_hh") {
+            orthogonal_t(dims[1], dims[0], &mut rng)
+        } else if name.ends_with("weight_ih") || name.ends_with("weight") {
+            let limit = (6.0 / (dims[0] + dims[1]) as f64).sqrt();
+            (0..dims[0] * dims[1])
+                .map(|_| rng.random_range(-limit..limit) as f32)
+                .collect()
+        } else if name.ends_with("bias_ih") {
+            // gate order i, f, g, o: the second quarter is the forget gate
+            let h = dims[0] / 4;
+            (0..dims[0])
+                .map(|k| if (h..2 * h).contains(&k) { 1.0 } else { 0.0 })
+                .collect()
+        } else {
+            vec![0.0; dims.iter().product()]
+        };
+        let t = Tensor::from_vec(values, dims, var.device())?.to_dtype(var.dtype())?;
+        var.set(&t)?;
+    }
+    Ok(())
+}
+
+/// A `[cols, rows]` row-major matrix whose transpose (`rows x cols`, rows <= cols) has orthonormal
+/// rows: Keras's orthogonal recurrent kernel `[h, 4h]`, stored as PyTorch's `[4h, h]`.
+fn orthogonal_t(rows: usize, cols: usize, rng: &mut StdRng) -> Vec<f32> {
+    let mut m: Vec<Vec<f64>> = (0..rows)
+        .map(|_| (0..cols).map(|_| StandardNormal.sample(rng)).collect())
+        .collect();
+    for i in 0..rows {
+        for j in 0..i {
+            let d: f64 = (0..cols).map(|k| m[i][k] * m[j][k]).sum();
+            for k in 0..cols {
+                m[i][k] -= d * m[j][k];
+            }
+        }
+        let n = m[i].iter().map(|v| v * v).sum::<f64>().sqrt();
+        m[i].iter_mut().for_each(|v| *v /= n);
+    }
+    (0..cols)
+        .flat_map(|k| m.iter().map(move |row| row[k] as f32))
+        .collect()
+}
+
+/// Trains a fresh network of shape `arch` on `train`, early-stopping on `val` (or on the training
+/// loss when `val` is empty). `on_epoch` sees every epoch as it ends.
+pub fn fit(
+    arch: &ArchConfig,
+    train: &Windows,
+    val: &Windows,
+    cfg: &TrainConfig,
+    seed: u64,
+    device: &Device,
+    on_epoch: &mut dyn FnMut(&EpochReport),
+) -> Result<Fitted> {
+    if train.is_empty() {
+        return Err(ModelError::Data(
+            "no training windows: are histories shorter than the window, or without events?".into(),
+        ));
+    }
+    let varmap = VarMap::new();
+    let network = Network::new(VarBuilder::from_varmap(&varmap, DType::F32, device), arch)?;
+    init_weights(&varmap, seed)?;
+    let mut names: Vec<String> = varmap.data().lock().unwrap().keys().cloned().collect();
+    names.sort();
+    let vars: Vec<Var> = {
+        let data = varmap.data().lock().unwrap();
+        names.iter().map(|n| data[n].clone()).collect()
+    };
+    let mut opt = Optimizer::new(cfg.optimizer.clone(), &vars)?;
+    let mut schedule = LrSchedule::new(cfg.schedule.clone(), cfg.lr, cfg.epochs);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_5eed);
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let per = train.window * train.n_features;
+    let mut xb = Vec::with_capacity(cfg.batch_size * per);
+    let mut yb = Vec::with_capacity(cfg.batch_size);
+
+    let started = Instant::now();
+    let mut reports = Vec::new();
+    let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
+    for epoch in 0..cfg.epochs {
+        let lr = schedule.lr(epoch);
+        order.shuffle(&mut rng);
+        let (mut loss_sum, mut seen) = (0.0, 0usize);
+        for chunk in order.chunks(cfg.batch_size) {
+            xb.clear();
+            yb.clear();
+            for &i in chunk {
+                xb.extend_from_slice(train.get(i));
+                yb.push(train.y[i]);
+            }
+            let b = chunk.len();
+            let x = Tensor::from_slice(&xb, (b, train.window, train.n_features), device)?;
+            let y = Tensor::from_slice(&yb, b, device)?;
+            let pred = network.forward(&x, true)?;
+            let loss = optim::loss(cfg.loss, &pred, &y, cfg.huber_delta)?;
+            let grads = loss.backward()?;
+            let mut g = vars
+                .iter()
+                .map(|v| {
+                    grads
+                        .get(v.as_tensor())
+                        .cloned()
+                        .map_or_else(|| v.zeros_like(), Ok)
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            if let Some(max) = cfg.clip_norm {
+                optim::clip_global_norm(&mut g, max)?;
+            }
+            opt.step(&vars, &g, lr)?;
+            loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * b as f64;
+            seen += b;
+        }
+        network.refresh_inference_weights();
+        let train_loss = loss_sum / seen as f64;
+        let (val_loss, val_mae, val_rmse) = if val.is_empty() {
+            (train_loss, f64::NAN, f64::NAN)
+        } else {
+            let pred = predict_all(&network, val)?;
+            let p = Tensor::from_slice(&pred, pred.len(), &Device::Cpu)?;
+            let t = Tensor::from_slice(&val.y, val.len(), &Device::Cpu)?;
+            let l = optim::loss(cfg.loss, &p, &t, cfg.huber_delta)?.to_scalar::<f32>()? as f64;
+            (l, metrics::mae(&pred, &val.y), metrics::rmse(&pred, &val.y))
+        };
+        schedule.observe(val_loss);
+        let improved = best
+            .as_ref()
+            .is_none_or(|(b, _, _)| val_loss < b - cfg.min_delta);
+        if improved {
+            let snapshot = vars
+                .iter()
+                .map(|v| v.as_tensor().copy())
+                .collect::<candle_core::Result<_>>()?;
+            best = Some((val_loss, epoch, snapshot));
+        }
+        let report = EpochReport {
+            epoch: epoch + 1,
+            train_loss,
+            val_loss,
+            val_mae,
+            val_rmse,
+            lr,
+            elapsed_s: started.elapsed().as_secs_f64(),
+            best: improved,
+        };
+        on_epoch(&report);
+        reports.push(report);
+        let best_epoch = best.as_ref().map_or(0, |b| b.1);
+        if !val_loss.is_finite() || epoch - best_epoch >= cfg.patience {
+            break;
+        }
+    }
+    let (_, best_epoch, snapshot) = best.expect("at least one epoch ran");
+    for (v, t) in vars.iter().zip(&snapshot) {
+        v.set(t)?;
+    }
+    network.refresh_inference_weights();
+    Ok(Fitted {
+        varmap,
+        network,
+        epochs: reports,
+        best_epoch: best_epoch + 1,
+        train_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Forecasts for every window, in chunks so memory stays bounded.
+pub fn predict_all(network: &Network, w: &Windows) -> Result<Vec<f32>> {
+    const CHUNK: usize = 1024;
+    let per = w.window * w.n_features;
+    let mut out = Vec::with_capacity(w.len());
+    for chunk in w.x.chunks(CHUNK * per) {
+        out.extend(network.predict(chunk, chunk.len() / per)?);
+    }
+    Ok(out)
+}
+
+/// A log line per epoch, for the command line.
+pub fn log_epoch(r: &EpochReport) {
+    tracing::info!(
+        "epoch {:>3}  train_loss {:>9.3}  val_mae {:>7.3}  val_rmse {:>7.3}  lr {:.2e}  {:>6.1}s{}",
+        r.epoch,
+        r.train_loss,
+        r.val_mae,
+        r.val_rmse,
+        r.lr,
+        r.elapsed_s,
+        if r.best { "  *" } else { "" }
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orthogonal_init_has_orthonormal_columns_in_pytorch_layout() {
+        let (h, four_h) = (8, 32);
+        let mut rng = StdRng::seed_from_u64(1);
+        let w = orthogonal_t(h, four_h, &mut rng); // [4h, h] row-major
+        for a in 0..h {
+            for b in 0..h {
+                let d: f32 = (0..four_h).map(|k| w[k * h + a] * w[k * h + b]).sum();
+                let want = if a == b { 1.0 } else { 0.0 };
+                assert!((d - want).abs() < 1e-5, "({a},{b}) = {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn device_strings() {
+        assert!(parse_device("cpu").unwrap().is_cpu());
+        assert!(parse_device("gpu").is_err());
+        assert!(parse_device("auto").is_ok());
+    }
+}

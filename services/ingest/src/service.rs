@@ -1,0 +1,962 @@
+//! The running service: decode -> window -> batch -> infer -> write -> commit, in that order.
+//!
+//! Offsets are committed at barriers: every `commit_interval` consumption stops until every
+//! forecast, raw point, DLQ record and alert derived from what was consumed is acknowledged, then
+//! the consumed positions are committed. So a committed offset never runs ahead of InfluxDB.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use influxdb2::models::DataPoint;
+use maintcast_common::influx::{InfluxConfig, WriteError, Writer};
+use maintcast_common::shutdown::Shutdown;
+use maintcast_proto::{Alert, Decoder, Forecast, Limits};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use crate::alerts::AlertRule;
+use crate::batch::Batcher;
+use crate::model::Model;
+use crate::serving::{ServingModel, parse_device};
+use crate::window::{RowOutcome, WindowStore};
+
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub telemetry: String,
+    pub events: String,
+    pub dlq: String,
+    pub alerts: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            telemetry: "telemetry".into(),
+            events: "maintenance-events".into(),
+            dlq: "telemetry-dlq".into(),
+            alerts: "maintenance-alerts".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub brokers: String,
+    pub group_id: String,
+    pub topics: Topics,
+    pub influx: InfluxConfig,
+    pub registry: PathBuf,
+    pub model: String,
+    pub device: String,
+    pub batch_size: usize,
+    pub linger: Duration,
+    pub stride: u64,
+    /// Windows waiting for inference; when full, consumption waits (bounded memory).
+    pub queue_capacity: usize,
+    /// Points per InfluxDB write.
+    pub write_batch: usize,
+    pub commit_interval: Duration,
+    pub reload_interval: Duration,
+    pub alert: AlertRule,
+    /// Also write raw rows and events to `telemetry` / `maintenance_event` (the trainer's history).
+    pub write_raw: bool,
+    pub limits: Limits,
+    pub http_addr: SocketAddr,
+    /// How long a shutdown may wait for outstanding writes before giving up.
+    pub drain_timeout: Duration,
+}
+
+impl Config {
+    pub fn new(brokers: &str, influx: InfluxConfig, registry: PathBuf) -> Self {
+        Config {
+            brokers: brokers.into(),
+            group_id: "maintcast-ingest".into(),
+            topics: Topics::default(),
+            influx,
+            registry,
+            model: "maintcast".into(),
+            device: "cpu".into(),
+            batch_size: 64,
+            linger: Duration::from_millis(20),
+            stride: 1,
+            queue_capacity: 4096,
+            write_batch: 5000,
+            commit_interval: Duration::from_secs(5),
+            reload_interval: Duration::from_secs(10),
+            alert: AlertRule {
+                threshold_days: 7.0,
+                hysteresis_days: 1.0,
+            },
+            write_raw: false,
+            limits: Limits::default(),
+            http_addr: "127.0.0.1:9464".parse().expect("literal address"),
+            drain_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Counters and histograms served on `/metrics`.
+#[derive(Clone)]
+pub struct Metrics {
+    pub consumed: Family<Vec<(String, String)>, Counter>,
+    pub rejected: Family<Vec<(String, String)>, Counter>,
+    pub decoded: Counter,
+    pub filled_values: Counter,
+    pub duplicates: Counter,
+    pub late: Counter,
+    pub forecasts_written: Counter,
+    pub write_retries: Counter,
+    pub alerts_sent: Counter,
+    pub model_reloads: Family<Vec<(String, String)>, Counter>,
+    pub machines: Gauge,
+    pub consumer_lag: Gauge,
+    pub batch_size: Arc<Histogram>,
+    pub inference_seconds: Arc<Histogram>,
+    pub write_seconds: Arc<Histogram>,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        Metrics {
+            batch_size: Arc::new(Histogram::new(exponential_buckets(1.0, 2.0, 12))),
+            inference_seconds: Arc::new(Histogram::new(exponential_buckets(0.0005, 2.0, 16))),
+            write_seconds: Arc::new(Histogram::new(exponential_buckets(0.001, 2.0, 16))),
+            consumed: Default::default(),
+            rejected: Default::default(),
+            decoded: Default::default(),
+            filled_values: Default::default(),
+            duplicates: Default::default(),
+            late: Default::default(),
+            forecasts_written: Default::default(),
+            write_retries: Default::default(),
+            alerts_sent: Default::default(),
+            model_reloads: Default::default(),
+            machines: Default::default(),
+            consumer_lag: Default::default(),
+        }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        let r = r.sub_registry_with_prefix("maintcast_ingest");
+        r.register(
+            "messages_consumed",
+            "Kafka messages consumed, by topic",
+            self.consumed.clone(),
+        );
+        r.register(
+            "messages_rejected",
+            "Messages sent to the DLQ, by reason",
+            self.rejected.clone(),
+        );
+        r.register(
+            "rows_decoded",
+            "Telemetry rows decoded",
+            self.decoded.clone(),
+        );
+        r.register(
+            "values_filled",
+            "Missing or non-finite sensor values filled",
+            self.filled_values.clone(),
+        );
+        r.register(
+            "rows_duplicate",
+            "Duplicate rows ignored",
+            self.duplicates.clone(),
+        );
+        r.register(
+            "rows_late",
+            "Rows older than the window's newest, dropped",
+            self.late.clone(),
+        );
+        r.register(
+            "forecasts_written",
+            "Forecasts acknowledged by InfluxDB",
+            self.forecasts_written.clone(),
+        );
+        r.register(
+            "influx_write_retries",
+            "Failed InfluxDB writes retried",
+            self.write_retries.clone(),
+        );
+        r.register(
+            "alerts_sent",
+            "Alerts delivered to Kafka",
+            self.alerts_sent.clone(),
+        );
+        r.register(
+            "model_reloads",
+            "Model reload attempts, by result",
+            self.model_reloads.clone(),
+        );
+        r.register(
+            "machines_tracked",
+            "Machines with a window",
+            self.machines.clone(),
+        );
+        r.register(
+            "consumer_lag",
+            "Messages behind the high watermark (assigned partitions)",
+            self.consumer_lag.clone(),
+        );
+        r.register(
+            "batch_size",
+            "Windows per inference batch",
+            HistogramRef(self.batch_size.clone()),
+        );
+        r.register(
+            "inference_seconds",
+            "Inference time per batch",
+            HistogramRef(self.inference_seconds.clone()),
+        );
+        r.register(
+            "influx_write_seconds",
+            "InfluxDB write latency",
+            HistogramRef(self.write_seconds.clone()),
+        );
+    }
+}
+
+/// Lets a shared histogram be registered (the registry wants an owned metric).
+#[derive(Debug)]
+struct HistogramRef(Arc<Histogram>);
+
+impl prometheus_client::encoding::EncodeMetric for HistogramRef {
+    fn encode(
+        &self,
+        encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        self.0.metric_type()
+    }
+}
+
+/// A window due for a forecast, handed from the consumer loop to inference.
+struct ForecastRequest {
+    machine_id: String,
+    ts_ms: i64,
+    window_rows: usize,
+    /// Raw rows in feature order, `[window, features]`, left-padded.
+    raw: Vec<f32>,
+    machine_type: Option<String>,
+    site: Option<String>,
+}
+
+enum WriteItem {
+    Forecast(Forecast),
+    Raw(DataPoint),
+}
+
+/// Acknowledgements flowing back to the consumer loop.
+enum Done {
+    Written {
+        items: usize,
+        forecasts: Vec<Forecast>,
+    },
+    Delivered,
+}
+
+#[derive(Default)]
+struct RebalanceLog {
+    assigned: Vec<(String, i32)>,
+    revoked: Vec<(String, i32)>,
+}
+
+struct IngestContext {
+    log: Arc<Mutex<RebalanceLog>>,
+}
+
+impl ClientContext for IngestContext {}
+
+impl ConsumerContext for IngestContext {
+    fn post_rebalance(
+        &self,
+        _c: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
+        let mut log = self.log.lock().expect("rebalance log lock");
+        match rebalance {
+            Rebalance::Assign(tpl) => log.assigned.extend(
+                tpl.elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition())),
+            ),
+            Rebalance::Revoke(tpl) => log.revoked.extend(
+                tpl.elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition())),
+            ),
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// Runs the service until `shutdown` fires, then drains, commits and returns.
+pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let device = parse_device(&config.device)?;
+    let model: Arc<dyn Model> = {
+        let (registry, name, device) = (
+            config.registry.clone(),
+            config.model.clone(),
+            device.clone(),
+        );
+        Arc::new(
+            tokio::task::spawn_blocking(move || {
+                ServingModel::load_current(&registry, &name, &device)
+            })
+            .await??,
+        )
+    };
+    tracing::info!(
+        model = model.name(),
+        version = model.version(),
+        features = model.features().len(),
+        "model loaded"
+    );
+
+    let metrics = Metrics::new();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let ready = Arc::new(AtomicBool::new(false));
+    let (addr, http) = maintcast_common::http::serve(
+        config.http_addr,
+        Arc::new(registry),
+        ready.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+
+    let producer: FutureProducer = maintcast_common::kafka::client_config(&config.brokers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .context("creating the Kafka producer")?;
+    let log = Arc::new(Mutex::new(RebalanceLog::default()));
+    let consumer: StreamConsumer<IngestContext> =
+        maintcast_common::kafka::client_config(&config.brokers)
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            // Range keeps partition p of `telemetry` and of `maintenance-events` on one instance, so a
+            // machine's rows and its events meet in one window.
+            .set("partition.assignment.strategy", "range")
+            .create_with_context(IngestContext { log: log.clone() })
+            .context("creating the Kafka consumer")?;
+    consumer
+        .subscribe(&[&config.topics.telemetry, &config.topics.events])
+        .context("subscribing to the telemetry topics")?;
+
+    let (req_tx, req_rx) = mpsc::channel::<ForecastRequest>(config.queue_capacity);
+    let (write_tx, write_rx) = mpsc::channel::<WriteItem>(config.queue_capacity);
+    // Unbounded: acknowledgements must never block the writer, or a full request queue could
+    // deadlock the loop that drains this channel. Its size is bounded by what is in flight.
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+
+    let inference = tokio::spawn(inference_task(
+        model.clone(),
+        config.clone(),
+        device,
+        req_rx,
+        write_tx.clone(),
+        metrics.clone(),
+    ));
+    let writer = tokio::spawn(writer_task(
+        Writer::new(&config.influx)?,
+        write_rx,
+        done_tx.clone(),
+        metrics.clone(),
+        config.write_batch,
+        shutdown.clone(),
+    ));
+
+    let decoder = Decoder::new(config.limits.clone());
+    let mut store = WindowStore::new(
+        model.features().to_vec(),
+        model.window(),
+        model.neutral_raw(),
+    );
+    let (min_rows, window) = (model.min_rows(), model.window());
+    let n_features = model.features().len();
+    let mut assigned: HashSet<(String, i32)> = HashSet::new();
+    let mut positions: HashMap<(String, i32), i64> = HashMap::new();
+    let mut committed: HashMap<(String, i32), i64> = HashMap::new();
+    let mut in_flight: usize = 0;
+    let mut draining = false;
+    let mut stopping = false;
+    let mut stop_deadline: Option<tokio::time::Instant> = None;
+    let mut commit_tick = tokio::time::interval(config.commit_interval);
+    commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut lag_tick = tokio::time::interval(Duration::from_secs(5));
+    let watermark_hint = Arc::new(AtomicI64::new(0));
+    ready.store(true, Ordering::Relaxed);
+
+    loop {
+        tokio::select! {
+            biased;
+            Some(done) = done_rx.recv() => {
+                match done {
+                    Done::Written { items, forecasts } => {
+                        in_flight -= items;
+                        for f in forecasts {
+                            in_flight += send_alert(&config, &producer, &mut store, &f, &done_tx, &metrics);
+                        }
+                    }
+                    Done::Delivered => in_flight -= 1,
+                }
+            }
+            _ = shutdown.wait(), if !stopping => {
+                tracing::info!(in_flight, "draining before exit");
+                stopping = true;
+                draining = true;
+                stop_deadline = Some(tokio::time::Instant::now() + config.drain_timeout);
+            }
+            _ = commit_tick.tick(), if !draining => draining = true,
+            _ = lag_tick.tick() => {
+                metrics.machines.set(store.len() as i64);
+                metrics.consumer_lag.set(consumer_lag(&consumer, &positions, &assigned, &watermark_hint));
+            }
+            msg = consumer.recv(), if !draining => {
+                apply_rebalance(&log, &mut assigned, &mut positions, &mut committed, &mut store);
+                let msg = match msg {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Kafka consume error");
+                        continue;
+                    }
+                };
+                let key = (msg.topic().to_string(), msg.partition());
+                if !assigned.contains(&key) {
+                    continue;
+                }
+                metrics.consumed.get_or_create(&vec![("topic".into(), key.0.clone())]).inc();
+                let payload = msg.payload().unwrap_or(&[]);
+                let content_type = header(&msg, maintcast_proto::CONTENT_TYPE_HEADER);
+                if key.0 == config.topics.telemetry {
+                    match decoder.decode_telemetry(payload, content_type.as_deref()) {
+                        Ok(t) => {
+                            metrics.decoded.inc();
+                            match store.apply(&t) {
+                                RowOutcome::Applied { filled } => {
+                                    metrics.filled_values.inc_by(filled as u64);
+                                    let w = store.get(&t.machine_id).expect("window just applied");
+                                    if config.write_raw {
+                                        write_tx.send(WriteItem::Raw(raw_point(&t)?)).await?;
+                                        in_flight += 1;
+                                    }
+                                    if w.forecast_due(min_rows, config.stride) {
+                                        let mut raw = vec![0.0; window * n_features];
+                                        let window_rows = w.snapshot(window, &mut raw);
+                                        let req = ForecastRequest {
+                                            machine_id: t.machine_id.clone(),
+                                            ts_ms: t.ts_ms,
+                                            window_rows,
+                                            raw,
+                                            machine_type: w.machine_type.clone(),
+                                            site: w.site.clone(),
+                                        };
+                                        in_flight += 1;
+                                        // Blocks when inference is behind: consumption pauses.
+                                        req_tx.send(req).await.map_err(|_| anyhow::anyhow!("inference stopped"))?;
+                                    };
+                                }
+                                RowOutcome::Duplicate => {
+                                    metrics.duplicates.inc();
+                                }
+                                RowOutcome::Late => {
+                                    metrics.late.inc();
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            in_flight += send_dlq(&config, &producer, &msg, &e.to_string(), &done_tx);
+                            metrics.rejected.get_or_create(&vec![("reason".into(), e.reason().into())]).inc();
+                        }
+                    }
+                } else {
+                    match decoder.decode_maintenance_event(payload, content_type.as_deref()) {
+                        Ok(ev) => {
+                            if store.apply_event(&ev) && config.write_raw {
+                                let p = DataPoint::builder("maintenance_event")
+                                    .tag("machine_id", &ev.machine_id)
+                                    .tag("kind", ev.kind.as_str())
+                                    .field("note", ev.note.clone())
+                                    .timestamp(ev.ts_ms)
+                                    .build()?;
+                                write_tx.send(WriteItem::Raw(p)).await?;
+                                in_flight += 1;
+                            }
+                        }
+                        Err(e) => {
+                            in_flight += send_dlq(&config, &producer, &msg, &e.to_string(), &done_tx);
+                            metrics.rejected.get_or_create(&vec![("reason".into(), e.reason().into())]).inc();
+                        }
+                    }
+                }
+                positions.insert(key, msg.offset() + 1);
+            }
+            _ = tokio::time::sleep(Duration::from_millis(20)), if draining => {}
+        }
+
+        if draining && in_flight == 0 {
+            commit(&consumer, &positions, &assigned, &mut committed);
+            draining = false;
+            if stopping {
+                break;
+            }
+        }
+        if let Some(deadline) = stop_deadline {
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!(
+                    "{in_flight} writes still unacknowledged after the drain timeout; offsets not committed past them"
+                );
+            }
+        }
+    }
+    drop(req_tx);
+    drop(write_tx);
+    inference.await??;
+    writer.await??;
+    shutdown.trigger();
+    let _ = http.await;
+    tracing::info!("ingest stopped");
+    Ok(())
+}
+
+fn header(msg: &impl Message, name: &str) -> Option<String> {
+    let headers = msg.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key.eq_ignore_ascii_case(name))
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+fn apply_rebalance(
+    log: &Mutex<RebalanceLog>,
+    assigned: &mut HashSet<(String, i32)>,
+    positions: &mut HashMap<(String, i32), i64>,
+    committed: &mut HashMap<(String, i32), i64>,
+    store: &mut WindowStore,
+) {
+    let mut log = log.lock().expect("rebalance log lock");
+    for tp in log.revoked.drain(..) {
+        tracing::info!(topic = tp.0, partition = tp.1, "partition revoked");
+        assigned.remove(&tp);
+        positions.remove(&tp);
+        committed.remove(&tp);
+    }
+    for tp in log.assigned.drain(..) {
+        tracing::info!(topic = tp.0, partition = tp.1, "partition assigned");
+        assigned.insert(tp);
+    }
+    // Windows of machines whose partitions moved away belong to their new owner now.
+    if assigned.is_empty() {
+        store.remove_where(|_| true);
+    }
+}
+
+fn commit(
+    consumer: &StreamConsumer<IngestContext>,
+    positions: &HashMap<(String, i32), i64>,
+    assigned: &HashSet<(String, i32)>,
+    committed: &mut HashMap<(String, i32), i64>,
+) {
+    let mut tpl = TopicPartitionList::new();
+    for (tp, &offset) in positions {
+        if assigned.contains(tp) && committed.get(tp) != Some(&offset) {
+            let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(offset));
+        }
+    }
+    if tpl.count() == 0 {
+        return;
+    }
+    match consumer.commit(&tpl, CommitMode::Sync) {
+        Ok(()) => {
+            for e in tpl.elements() {
+                if let Offset::Offset(o) = e.offset() {
+                    committed.insert((e.topic().to_string(), e.partition()), o);
+                }
+            }
+            tracing::debug!(partitions = tpl.count(), "offsets committed");
+        }
+        Err(e) => tracing::warn!(error = %e, "offset commit failed; retrying at the next barrier"),
+    }
+}
+
+fn consumer_lag(
+    consumer: &StreamConsumer<IngestContext>,
+    positions: &HashMap<(String, i32), i64>,
+    assigned: &HashSet<(String, i32)>,
+    _hint: &AtomicI64,
+) -> i64 {
+    assigned
+        .iter()
+        .filter_map(|tp| {
+            let (_, high) = consumer
+                .fetch_watermarks(&tp.0, tp.1, Duration::from_millis(200))
+                .ok()?;
+            Some((high - positions.get(tp).copied().unwrap_or(0)).max(0))
+        })
+        .sum()
+}
+
+/// Sends the original bytes to the DLQ with `error` and `source-offset` headers. Returns the
+/// number of acknowledgements to wait for.
+fn send_dlq(
+    config: &Config,
+    producer: &FutureProducer,
+    msg: &rdkafka::message::BorrowedMessage<'_>,
+    error: &str,
+    done: &mpsc::UnboundedSender<Done>,
+) -> usize {
+    let source = format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset());
+    tracing::debug!(%source, %error, "rejected message");
+    let offset = msg.offset().to_string();
+    let mut headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "error",
+            value: Some(error),
+        })
+        .insert(Header {
+            key: "source-offset",
+            value: Some(&offset),
+        })
+        .insert(Header {
+            key: "source-topic",
+            value: Some(msg.topic()),
+        })
+        .insert(Header {
+            key: "source-partition",
+            value: Some(&msg.partition().to_string()),
+        });
+    if let Some(ct) = header(msg, maintcast_proto::CONTENT_TYPE_HEADER) {
+        headers = headers.insert(Header {
+            key: maintcast_proto::CONTENT_TYPE_HEADER,
+            value: Some(&ct),
+        });
+    }
+    let mut record = FutureRecord::<[u8], [u8]>::to(&config.topics.dlq).headers(headers);
+    if let Some(p) = msg.payload() {
+        record = record.payload(p);
+    }
+    if let Some(k) = msg.key() {
+        record = record.key(k);
+    }
+    deliver(producer, record, done)
+}
+
+fn deliver(
+    producer: &FutureProducer,
+    record: FutureRecord<'_, [u8], [u8]>,
+    done: &mpsc::UnboundedSender<Done>,
+) -> usize {
+    let done = done.clone();
+    match producer.send_result(record) {
+        Ok(fut) => {
+            tokio::spawn(async move {
+                match fut.await {
+                    Ok(Err((e, _))) => tracing::error!(error = %e, "Kafka delivery failed"),
+                    Err(_) => tracing::error!("Kafka producer dropped a delivery"),
+                    Ok(Ok(_)) => {}
+                }
+                let _ = done.send(Done::Delivered);
+            });
+        }
+        Err((e, _)) => {
+            tracing::error!(error = %e, "Kafka producer queue refused a record");
+            let _ = done.send(Done::Delivered);
+        }
+    }
+    1
+}
+
+fn send_alert(
+    config: &Config,
+    producer: &FutureProducer,
+    store: &mut WindowStore,
+    f: &Forecast,
+    done: &mpsc::UnboundedSender<Done>,
+    metrics: &Metrics,
+) -> usize {
+    let Some(w) = store.get_mut(&f.machine_id) else {
+        return 0;
+    };
+    let Some(state) = config.alert.evaluate(w.alert_due, f.days_to_maintenance) else {
+        return 0;
+    };
+    w.alert_due = state == maintcast_proto::AlertState::Due;
+    let alert = Alert {
+        machine_id: f.machine_id.clone(),
+        ts_ms: f.ts_ms,
+        state,
+        days_to_maintenance: f.days_to_maintenance,
+        threshold_days: config.alert.threshold_days,
+        due_at: f.due_at,
+        model: f.model.clone(),
+        model_version: f.model_version.clone(),
+        machine_type: f.machine_type.clone(),
+        site: f.site.clone(),
+    };
+    let body = serde_json::to_vec(&alert).expect("alert serialises");
+    metrics.alerts_sent.inc();
+    let headers = OwnedHeaders::new().insert(Header {
+        key: maintcast_proto::CONTENT_TYPE_HEADER,
+        value: Some(maintcast_proto::CONTENT_TYPE_JSON),
+    });
+    let record = FutureRecord::<[u8], [u8]>::to(&config.topics.alerts)
+        .key(f.machine_id.as_bytes())
+        .payload(&body)
+        .headers(headers);
+    deliver(producer, record, done)
+}
+
+fn raw_point(t: &maintcast_proto::Telemetry) -> anyhow::Result<DataPoint> {
+    let mut b = DataPoint::builder("telemetry").tag("machine_id", &t.machine_id);
+    if let Some(mt) = &t.machine_type {
+        b = b.tag("machine_type", mt);
+    }
+    if let Some(site) = &t.site {
+        b = b.tag("site", site);
+    }
+    for (name, v) in &t.sensors {
+        if v.is_finite() {
+            b = b.field(name.clone(), *v);
+        }
+    }
+    Ok(b.timestamp(t.ts_ms).build()?)
+}
+
+fn forecast_point(f: &Forecast) -> anyhow::Result<DataPoint> {
+    let mut b = DataPoint::builder("maintenance_forecast")
+        .tag("machine_id", &f.machine_id)
+        .tag("model", &f.model)
+        .tag("model_version", &f.model_version);
+    if let Some(mt) = &f.machine_type {
+        b = b.tag("machine_type", mt);
+    }
+    if let Some(site) = &f.site {
+        b = b.tag("site", site);
+    }
+    Ok(b.field("days_to_maintenance", f.days_to_maintenance)
+        .field("due_at", f.due_at)
+        .field("days_p10", f.days_p10)
+        .field("days_p90", f.days_p90)
+        .field("window_rows", f.window_rows as i64)
+        .timestamp(f.ts_ms)
+        .build()?)
+}
+
+async fn inference_task(
+    mut model: Arc<dyn Model>,
+    config: Config,
+    device: candle_core::Device,
+    mut rx: mpsc::Receiver<ForecastRequest>,
+    tx: mpsc::Sender<WriteItem>,
+    metrics: Metrics,
+) -> anyhow::Result<()> {
+    let mut batcher = Batcher::new(config.batch_size, config.linger);
+    let mut last_check = Instant::now();
+    let mut refused: Option<PathBuf> = None;
+    let mut serving_dir =
+        maintcast_models::registry::current_version_dir(&config.registry, &config.model).ok();
+    loop {
+        let batch = match batcher.deadline() {
+            None => match rx.recv().await {
+                Some(r) => batcher.push(r, Instant::now()),
+                None => break,
+            },
+            Some(deadline) => {
+                tokio::select! {
+                    r = rx.recv() => match r {
+                        Some(r) => batcher.push(r, Instant::now()),
+                        None => Some(batcher.take()),
+                    },
+                    _ = tokio::time::sleep_until(deadline.into()) => batcher.poll(Instant::now()),
+                }
+            }
+        };
+        let Some(batch) = batch else { continue };
+        if batch.is_empty() {
+            break;
+        }
+        // Between batches: the only place the model may change, so a batch is all one version.
+        if last_check.elapsed() >= config.reload_interval {
+            last_check = Instant::now();
+            if let Some(m) = reload(
+                &config,
+                &device,
+                &model,
+                &mut serving_dir,
+                &mut refused,
+                &metrics,
+            )
+            .await
+            {
+                model = m;
+            }
+        }
+        let n = batch.len();
+        let m = model.clone();
+        metrics.batch_size.observe(n as f64);
+        let started = Instant::now();
+        let (batch, predictions) = tokio::task::spawn_blocking(move || {
+            let (w, nf) = (m.window(), m.features().len());
+            let mut scaled = vec![0.0f32; n * w * nf];
+            for (i, r) in batch.iter().enumerate() {
+                for row in 0..w {
+                    let at = (i * w + row) * nf;
+                    m.scale_row(&r.raw[row * nf..(row + 1) * nf], &mut scaled[at..at + nf]);
+                }
+            }
+            let p = m.predict(&scaled, n);
+            (batch, p)
+        })
+        .await?;
+        metrics
+            .inference_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let predictions = predictions.context("inference failed")?;
+        for (r, p) in batch.into_iter().zip(predictions) {
+            let days = p.days as f64;
+            let f = Forecast {
+                machine_id: r.machine_id,
+                ts_ms: r.ts_ms,
+                model: model.name().to_string(),
+                model_version: model.version().to_string(),
+                days_to_maintenance: days,
+                due_at: r.ts_ms.div_euclid(1000) + (days * 86_400.0).round() as i64,
+                days_p10: p.p10 as f64,
+                days_p90: p.p90 as f64,
+                window_rows: r.window_rows as u32,
+                machine_type: r.machine_type,
+                site: r.site,
+            };
+            tx.send(WriteItem::Forecast(f))
+                .await
+                .map_err(|_| anyhow::anyhow!("writer stopped"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Loads CURRENT if it moved. A model that fails to load, or whose features or window differ
+/// from the serving one (the windows are shaped for it), is refused once and the old one stays.
+async fn reload(
+    config: &Config,
+    device: &candle_core::Device,
+    current: &Arc<dyn Model>,
+    serving_dir: &mut Option<PathBuf>,
+    refused: &mut Option<PathBuf>,
+    metrics: &Metrics,
+) -> Option<Arc<dyn Model>> {
+    let dir =
+        maintcast_models::registry::current_version_dir(&config.registry, &config.model).ok()?;
+    if Some(&dir) == serving_dir.as_ref() || Some(&dir) == refused.as_ref() {
+        return None;
+    }
+    let (d, dev) = (dir.clone(), device.clone());
+    let loaded = tokio::task::spawn_blocking(move || ServingModel::load(&d, &dev))
+        .await
+        .ok()?;
+    let result = loaded.and_then(|m| {
+        anyhow::ensure!(
+            m.features() == current.features() && m.window() == current.window(),
+            "its features or window differ from the serving model's; restart ingest to adopt it"
+        );
+        Ok(m)
+    });
+    match result {
+        Ok(m) => {
+            tracing::info!(from = current.version(), to = m.version(), "model reloaded");
+            metrics
+                .model_reloads
+                .get_or_create(&vec![("result".into(), "ok".into())])
+                .inc();
+            *serving_dir = Some(dir);
+            Some(Arc::new(m))
+        }
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), error = format!("{e:#}"), "refusing new model; the old one keeps serving");
+            metrics
+                .model_reloads
+                .get_or_create(&vec![("result".into(), "refused".into())])
+                .inc();
+            *refused = Some(dir);
+            None
+        }
+    }
+}
+
+async fn writer_task(
+    mut writer: Writer,
+    mut rx: mpsc::Receiver<WriteItem>,
+    done: mpsc::UnboundedSender<Done>,
+    metrics: Metrics,
+    max: usize,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let mut items = Vec::with_capacity(max);
+    while let Some(first) = rx.recv().await {
+        items.push(first);
+        // Whatever queued up while the last write ran goes in this one: natural batching,
+        // with no timer adding latency when the stream is slow.
+        while items.len() < max {
+            match rx.try_recv() {
+                Ok(i) => items.push(i),
+                Err(_) => break,
+            }
+        }
+        let mut points = Vec::with_capacity(items.len());
+        let mut forecasts = Vec::new();
+        for item in items.drain(..) {
+            match item {
+                WriteItem::Forecast(f) => {
+                    points.push(forecast_point(&f)?);
+                    forecasts.push(f);
+                }
+                WriteItem::Raw(p) => points.push(p),
+            }
+        }
+        let started = Instant::now();
+        let retries = metrics.write_retries.clone();
+        match writer
+            .write(&points, &shutdown, 20, |_| {
+                retries.inc();
+            })
+            .await
+        {
+            Ok(()) => {}
+            Err(WriteError::Rejected(e)) => {
+                // The points themselves are bad; retrying cannot help and must not stall the stream.
+                tracing::error!(error = %e, points = points.len(), "InfluxDB rejected a batch");
+            }
+            Err(e @ WriteError::Shutdown(_)) => return Err(e.into()),
+        }
+        metrics
+            .write_seconds
+            .observe(started.elapsed().as_secs_f64());
+        metrics.forecasts_written.inc_by(forecasts.len() as u64);
+        let _ = done.send(Done::Written {
+            items: points.len(),
+            forecasts,
+        });
+    }
+    Ok(())
+}

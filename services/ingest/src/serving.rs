@@ -1,0 +1,109 @@
+//! The real model: `maintcast_models::Forecaster` loaded from the registry's CURRENT.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use candle_core::Device;
+use maintcast_models::{Forecaster, registry};
+
+use crate::model::{Model, Prediction};
+
+pub struct ServingModel {
+    forecaster: Forecaster,
+    version: String,
+    neutral: Vec<f32>,
+    pub dir: PathBuf,
+}
+
+impl ServingModel {
+    pub fn load_current(registry_dir: &Path, name: &str, device: &Device) -> anyhow::Result<Self> {
+        let dir = registry::current_version_dir(registry_dir, name).with_context(|| {
+            format!(
+                "no serving version of model {name:?} in {}",
+                registry_dir.display()
+            )
+        })?;
+        Self::load(&dir, device)
+    }
+
+    pub fn load(dir: &Path, device: &Device) -> anyhow::Result<Self> {
+        let forecaster = Forecaster::load(dir, device)
+            .with_context(|| format!("refusing model at {}", dir.display()))?;
+        let card = forecaster.card();
+        let n = card.features.len();
+        anyhow::ensure!(
+            n > 0 && card.window > 0,
+            "model at {} has no features or window",
+            dir.display()
+        );
+        // The raw value that scales to the training centre: 0.5 of the range (min-max) or the
+        // mean (z-score).
+        let centre = match card.scaler.kind {
+            maintcast_models::scaler::ScalerKind::MinMax => 0.5,
+            maintcast_models::scaler::ScalerKind::ZScore => 0.0,
+        };
+        let mut neutral = vec![0.0; n];
+        card.scaler.inverse_row(&vec![centre; n], &mut neutral);
+        Ok(ServingModel {
+            version: card.version.clone(),
+            forecaster,
+            neutral,
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl Model for ServingModel {
+    fn name(&self) -> &str {
+        &self.forecaster.card().name
+    }
+    fn version(&self) -> &str {
+        &self.version
+    }
+    fn features(&self) -> &[String] {
+        self.forecaster.features()
+    }
+    fn window(&self) -> usize {
+        self.forecaster.window()
+    }
+    fn min_rows(&self) -> usize {
+        self.forecaster.min_rows()
+    }
+    fn neutral_raw(&self) -> Vec<f32> {
+        self.neutral.clone()
+    }
+    fn scale_row(&self, raw: &[f32], out: &mut [f32]) {
+        self.forecaster.scale_row(raw, out)
+    }
+    fn predict(&self, windows: &[f32], batch: usize) -> anyhow::Result<Vec<Prediction>> {
+        Ok(self
+            .forecaster
+            .predict(windows, batch)?
+            .into_iter()
+            .map(|f| Prediction {
+                days: f.days,
+                p10: f.p10,
+                p90: f.p90,
+            })
+            .collect())
+    }
+}
+
+/// `cpu`, `cuda:N` or `auto` (CUDA when built with it and present, else CPU).
+pub fn parse_device(spec: &str) -> anyhow::Result<Device> {
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+        s => {
+            let ordinal = s
+                .strip_prefix("cuda:")
+                .or_else(|| (s == "cuda").then_some("0"))
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("unknown device {s:?}: expected cpu, cuda:N or auto")
+                })?;
+            Device::new_cuda(ordinal)
+                .with_context(|| format!("cannot open {s} (built without --features cuda?)"))
+        }
+    }
+}
