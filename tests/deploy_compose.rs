@@ -717,7 +717,7 @@ fn prometheus_and_grafana_see_the_services() {
     let path = provider["providers"][0]["options"]["path"]
         .as_str()
         .unwrap();
-    if !dash_dir.split(':').nth(1).is_some_and(|p| p == path) {
+    if dash_dir.split(':').nth(1).is_none_or(|p| p != path) {
         errors.push(format!(
             "dashboards are mounted as {dash_dir} but the provider reads {path}"
         ));

@@ -25,9 +25,15 @@ async fn kafka_round_trip_in_a_consumer_group() {
     let n = 30;
     for i in 0..n {
         let key = format!("press-{:03}", i % 5);
-        let payload = format!(r#"{{"machine_id":"{key}","ts":{},"sensors":{{"vibration_rms":{i}}}}}"#, 1_700_000_000_000i64 + i);
+        let payload = format!(
+            r#"{{"machine_id":"{key}","ts":{},"sensors":{{"vibration_rms":{i}}}}}"#,
+            1_700_000_000_000i64 + i
+        );
         producer
-            .send(FutureRecord::to(&topic).key(&key).payload(&payload), Duration::from_secs(10))
+            .send(
+                FutureRecord::to(&topic).key(&key).payload(&payload),
+                Duration::from_secs(10),
+            )
             .await
             .expect("delivery");
     }
@@ -53,9 +59,14 @@ async fn kafka_round_trip_in_a_consumer_group() {
             .expect("kafka error");
         let v: serde_json::Value = serde_json::from_slice(msg.payload().unwrap()).unwrap();
         // Keying by machine keeps a machine's rows on one partition, in order.
-        assert_eq!(msg.key(), Some(v["machine_id"].as_str().unwrap().as_bytes()));
+        assert_eq!(
+            msg.key(),
+            Some(v["machine_id"].as_str().unwrap().as_bytes())
+        );
         seen.push(v["sensors"]["vibration_rms"].as_i64().unwrap());
-        consumer.commit_message(&msg, CommitMode::Sync).expect("commit");
+        consumer
+            .commit_message(&msg, CommitMode::Sync)
+            .expect("commit");
     }
     seen.sort();
     assert_eq!(seen, (0..n).collect::<Vec<_>>());

@@ -87,6 +87,7 @@ fn sensor_row(machine: usize, i: usize) -> Vec<f64> {
 struct Fleet {
     /// Per machine: (ts, raw values as the service should see them after filling).
     rows: Vec<(String, Vec<(i64, Vec<f32>)>)>,
+    base_ms: i64,
 }
 
 async fn produce(
@@ -114,16 +115,11 @@ async fn produce(
 async fn send_fleet(
     producer: &FutureProducer,
     topic: &str,
-    run: &str,
-    machines: usize,
-    rows: usize,
-) -> Fleet {
-    let base = chrono::Utc::now().timestamp_millis() - 2 * 24 * 3600 * 1000;
-    let mut fleet = Fleet { rows: Vec::new() };
-    for m in 0..machines {
-        fleet.rows.push((format!("{run}-m{m}"), Vec::new()));
-    }
-    for i in 0..rows {
+    fleet: &mut Fleet,
+    rows: std::ops::Range<usize>,
+) {
+    let base = fleet.base_ms;
+    for i in rows {
         for (m, (id, expected)) in fleet.rows.iter_mut().enumerate() {
             let mut values = sensor_row(m, i);
             let ts = base + (i as i64) * 60_000;
@@ -167,7 +163,15 @@ async fn send_fleet(
             expected.push((ts, filled));
         }
     }
-    fleet
+}
+
+fn new_fleet(run: &str, machines: usize) -> Fleet {
+    Fleet {
+        rows: (0..machines)
+            .map(|m| (format!("{run}-m{m}"), Vec::new()))
+            .collect(),
+        base_ms: chrono::Utc::now().timestamp_millis() - 2 * 24 * 3600 * 1000,
+    }
 }
 
 /// Every case of the DLQ list, with the substring its reason must contain.
@@ -268,6 +272,7 @@ fn service_config(
         events: format!("{run}-events"),
         dlq: format!("{run}-dlq"),
         alerts: format!("{run}-alerts"),
+        checkpoint: format!("{run}-checkpoint"),
     };
     c.model = model.into();
     c.batch_size = 16;
@@ -291,9 +296,7 @@ async fn forecasts_in_influx(model: &str) -> Vec<HashMap<String, String>> {
 async fn streaming_equals_batch_and_bad_input_goes_to_the_dlq() {
     let brokers = kafka_brokers();
     let run = unique("ingest");
-    for (suffix, partitions) in [("telemetry", 3), ("events", 3), ("dlq", 1), ("alerts", 1)] {
-        create_topic(&brokers, &format!("{run}-{suffix}"), partitions).await;
-    }
+    create_topics(&brokers, &run).await;
     let reg = tempfile::tempdir().unwrap();
     let model = run.replace('-', "_");
     let version = make_model(reg.path(), &model, 7);
@@ -303,30 +306,103 @@ async fn streaming_equals_batch_and_bad_input_goes_to_the_dlq() {
         .unwrap();
     let telemetry_topic = format!("{run}-telemetry");
     let (machines, rows) = (4, 25);
-    let fleet = send_fleet(&producer, &telemetry_topic, &run, machines, rows).await;
+    let mut fleet = new_fleet(&run, machines);
+    send_fleet(&producer, &telemetry_topic, &mut fleet, 0..rows).await;
     let bad = bad_messages(&run);
     for (payload, ct, _) in &bad {
         produce(&producer, &telemetry_topic, "bad", payload, *ct).await;
     }
 
-    let config = service_config(&brokers, reg.path(), &model, &run);
     let shutdown = Shutdown::new();
-    let service = tokio::spawn(maintcast_ingest::run(config, shutdown.clone()));
-
+    let service = tokio::spawn(maintcast_ingest::run(
+        service_config(&brokers, reg.path(), &model, &run),
+        shutdown.clone(),
+    ));
     let expected = offline_forecasts(reg.path(), &model, &fleet);
     assert_eq!(expected.len(), machines * (rows - WINDOW + 1));
+    assert_forecasts(&model, &version, &expected, &service).await;
+    check_dlq(&brokers, &run, &bad).await;
+
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(60), service)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    check_committed(&brokers, &telemetry_topic, &format!("{run}-group"));
+}
+
+/// A crash (the service dropped with no drain) mid-stream, then a new instance: every expected
+/// forecast is in InfluxDB with the offline value, and the new instance forecasts the first new
+/// rows at once - its windows came from the checkpoint, not from `WINDOW` new rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crash_then_restart_resumes_from_checkpointed_windows() {
+    let brokers = kafka_brokers();
+    let run = unique("ingest-restart");
+    create_topics(&brokers, &run).await;
+    let reg = tempfile::tempdir().unwrap();
+    let model = run.replace('-', "_");
+    let version = make_model(reg.path(), &model, 11);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let telemetry_topic = format!("{run}-telemetry");
+    let machines = 4;
+    let mut fleet = new_fleet(&run, machines);
+    send_fleet(&producer, &telemetry_topic, &mut fleet, 0..25).await;
+
+    let first = tokio::spawn(maintcast_ingest::run(
+        service_config(&brokers, reg.path(), &model, &run),
+        Shutdown::new(),
+    ));
+    let expected = offline_forecasts(reg.path(), &model, &fleet);
+    assert_forecasts(&model, &version, &expected, &first).await;
+    // Let a barrier (checkpoint + commit) pass after the last write, then crash.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    first.abort();
+    let _ = first.await;
+
+    send_fleet(&producer, &telemetry_topic, &mut fleet, 25..30).await;
+    let shutdown = Shutdown::new();
+    let second = tokio::spawn(maintcast_ingest::run(
+        service_config(&brokers, reg.path(), &model, &run),
+        shutdown.clone(),
+    ));
+    let expected = offline_forecasts(reg.path(), &model, &fleet);
+    assert_eq!(expected.len(), machines * (30 - WINDOW + 1));
+    assert_forecasts(&model, &version, &expected, &second).await;
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(60), second)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    check_committed(&brokers, &telemetry_topic, &format!("{run}-group"));
+}
+
+async fn create_topics(brokers: &str, run: &str) {
+    for (suffix, partitions) in [("telemetry", 3), ("events", 3), ("dlq", 1), ("alerts", 1)] {
+        create_topic(brokers, &format!("{run}-{suffix}"), partitions).await;
+    }
+}
+
+/// Waits until InfluxDB holds as many forecasts of `model` as expected, then compares each with
+/// the offline value, its tags, timestamp and derived fields.
+async fn assert_forecasts(
+    model: &str,
+    version: &str,
+    expected: &HashMap<(String, i64), f32>,
+    service: &tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     let mut got = Vec::new();
     while tokio::time::Instant::now() < deadline {
-        got = forecasts_in_influx(&model).await;
+        got = forecasts_in_influx(model).await;
         if got.len() >= expected.len() {
             break;
         }
-        assert!(
-            !service.is_finished(),
-            "service stopped early: {:?}",
-            service.await
-        );
+        assert!(!service.is_finished(), "service stopped early");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(got.len(), expected.len(), "forecast count in InfluxDB");
@@ -358,10 +434,16 @@ async fn streaming_equals_batch_and_bad_input_goes_to_the_dlq() {
             "interval [{p10}, {p90}] misses {days}"
         );
     }
+}
 
-    // Every bad message reached the DLQ with its reason, its source offset and its bytes.
+/// Every bad message reached the DLQ with its reason, its source offset and its bytes.
+async fn check_dlq(
+    brokers: &str,
+    run: &str,
+    bad: &[(Vec<u8>, Option<&'static str>, &'static str)],
+) {
     let dlq: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+        .set("bootstrap.servers", brokers)
         .set("group.id", format!("{run}-dlq-reader"))
         .set("auto.offset.reset", "earliest")
         .create()
@@ -388,7 +470,7 @@ async fn streaming_equals_batch_and_bad_input_goes_to_the_dlq() {
         }
     }
     assert_eq!(dead.len(), bad.len(), "DLQ messages");
-    for (payload, _, reason) in &bad {
+    for (payload, _, reason) in bad {
         let (_, headers) = dead.iter().find(|(p, _)| p == payload).unwrap_or_else(|| {
             panic!("no DLQ copy of the message expected to fail with {reason:?}")
         });
@@ -401,30 +483,25 @@ async fn streaming_equals_batch_and_bad_input_goes_to_the_dlq() {
             .parse::<i64>()
             .expect("source-offset is an offset");
     }
+}
 
-    shutdown.trigger();
-    tokio::time::timeout(Duration::from_secs(60), service)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-
-    // After a clean shutdown every consumed offset is committed.
+/// After a clean shutdown every consumed offset is committed.
+fn check_committed(brokers: &str, telemetry_topic: &str, group: &str) {
     let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", format!("{run}-group"))
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..3 {
-        tpl.add_partition(&telemetry_topic, p);
+        tpl.add_partition(telemetry_topic, p);
     }
     let committed = probe
         .committed_offsets(tpl, Duration::from_secs(10))
         .unwrap();
     for e in committed.elements() {
         let (_, high) = probe
-            .fetch_watermarks(&telemetry_topic, e.partition(), Duration::from_secs(5))
+            .fetch_watermarks(telemetry_topic, e.partition(), Duration::from_secs(5))
             .unwrap();
         if high > 0 {
             assert_eq!(

@@ -3,18 +3,22 @@
 //! (`Network::forward`). Throughput is reported in windows per second.
 //!
 //! cargo bench -p maintcast-models --bench inference
+//!
+//! On a machine shared with other work, wall-clock figures swing by 2x. For CPU time per window,
+//! `INFERENCE_ITERS=N INFERENCE_BATCH=B` makes the binary run the fused path N times and exit,
+//! to be timed with `perf stat -e task-clock` (see BENCHMARKS.md).
 
 use std::time::Duration;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use maintcast_models::network::{ArchConfig, Network};
 
 const WINDOW: usize = 60;
 const FEATURES: usize = 14;
 
-fn inference(c: &mut Criterion) {
+fn default_network() -> (VarMap, Network) {
     let cfg = ArchConfig {
         n_features: FEATURES,
         hidden: vec![64, 64],
@@ -26,6 +30,11 @@ fn inference(c: &mut Criterion) {
         &cfg,
     )
     .expect("network builds");
+    (varmap, net)
+}
+
+fn inference(c: &mut Criterion) {
+    let (_varmap, net) = default_network();
     let mut group = c.benchmark_group("inference");
     for batch in [1usize, 64, 1024] {
         let x = Tensor::rand(0f32, 1.0, (batch, WINDOW, FEATURES), &Device::Cpu).unwrap();
@@ -50,4 +59,20 @@ criterion_group! {
         .measurement_time(Duration::from_secs(3));
     targets = inference
 }
-criterion_main!(benches);
+fn main() {
+    if let Ok(iters) = std::env::var("INFERENCE_ITERS") {
+        let iters: usize = iters.parse().expect("INFERENCE_ITERS is a count");
+        let batch: usize = std::env::var("INFERENCE_BATCH")
+            .ok()
+            .and_then(|b| b.parse().ok())
+            .expect("INFERENCE_BATCH is a batch size");
+        let (_varmap, net) = default_network();
+        let x = vec![0.3f32; batch * WINDOW * FEATURES];
+        for _ in 0..iters {
+            std::hint::black_box(net.predict(&x, batch).unwrap());
+        }
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

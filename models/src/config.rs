@@ -160,7 +160,7 @@ impl Config {
         if d.min_rows() == 0 || d.min_rows() > d.window {
             return bad(format!("data.min_rows must be in 1..={}", d.window));
         }
-        if !(d.cap > 0.0) {
+        if d.cap.is_nan() || d.cap <= 0.0 {
             return bad(format!("data.cap must be positive, got {}", d.cap));
         }
         if !(0.0..1.0).contains(&d.val_fraction) {
@@ -175,10 +175,10 @@ impl Config {
                 "train.epochs, train.batch_size and train.ensemble must be at least 1".into(),
             );
         }
-        if !(t.lr > 0.0) {
+        if t.lr.is_nan() || t.lr <= 0.0 {
             return bad(format!("train.lr must be positive, got {}", t.lr));
         }
-        if t.clip_norm.is_some_and(|c| !(c > 0.0)) {
+        if t.clip_norm.is_some_and(|c| c.is_nan() || c <= 0.0) {
             return bad("train.clip_norm must be positive".into());
         }
         if self.model.hidden.is_empty() || self.model.hidden.contains(&0) {

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("{path}: {source}")]
+    /// Not a `#[source]`: the message already says it, and anyhow's `{:#}` would repeat it.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The input data (history files, windows passed to `predict`) is malformed.
     #[error("invalid data: {0}")]
@@ -31,7 +31,7 @@ pub enum ModelError {
 impl ModelError {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ModelError {
         let path = path.into();
-        move |source| ModelError::Io { path, source }
+        move |error| ModelError::Io { path, error }
     }
 }
 

@@ -376,7 +376,7 @@ const CLAMP: f32 = 20.0;
 /// Branch-free expf (Cephes' polynomial, ~2 ulp) so the gate loop vectorises; libm's expf is a
 /// scalar call.
 #[inline(always)]
-fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;

@@ -1,6 +1,7 @@
 //! placeholder
 
 mod fused;
+pub mod fused_train;
 pub mod network;
 
 pub mod artifact;

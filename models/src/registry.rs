@@ -34,7 +34,7 @@ pub fn current_version(registry: &Path, name: &str) -> Result<Option<String>> {
             Ok(Some(v))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(ModelError::Io { path: p, source: e }),
+        Err(e) => Err(ModelError::Io { path: p, error: e }),
     }
 }
 
@@ -47,7 +47,7 @@ pub fn versions(registry: &Path, name: &str) -> Result<Vec<String>> {
         Err(e) => {
             return Err(ModelError::Io {
                 path: dir,
-                source: e,
+                error: e,
             });
         }
     };
@@ -123,7 +123,7 @@ pub fn publish(registry: &Path, name: &str, staged_dir: &Path) -> Result<String>
             Err(e) => {
                 return Err(ModelError::Io {
                     path: target,
-                    source: e,
+                    error: e,
                 });
             }
         }

@@ -27,7 +27,7 @@ impl Scaler {
     /// Fits on row-major `rows` of `n_features` columns. Accumulates in f64 so that long histories
     /// of large readings do not lose the variance to rounding.
     pub fn fit(kind: ScalerKind, rows: &[f32], n_features: usize) -> Result<Self> {
-        if n_features == 0 || rows.is_empty() || rows.len() % n_features != 0 {
+        if n_features == 0 || rows.is_empty() || !rows.len().is_multiple_of(n_features) {
             return Err(ModelError::Data(format!(
                 "cannot fit a scaler on {} values of {n_features} features",
                 rows.len()

@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::config::TrainConfig;
 use crate::dataset::Windows;
 use crate::error::{ModelError, Result};
+use crate::fused_train::FusedTrainer;
 use crate::metrics;
 use crate::network::{ArchConfig, Network};
 use crate::optim::{self, LrSchedule, Optimizer};
@@ -100,11 +101,11 @@ fn orthogonal_t(rows: usize, cols: usize, rng: &mut StdRng) -> Vec<f32> {
         .map(|_| (0..cols).map(|_| StandardNormal.sample(rng)).collect())
         .collect();
     for i in 0..rows {
-        for j in 0..i {
-            let d: f64 = (0..cols).map(|k| m[i][k] * m[j][k]).sum();
-            for k in 0..cols {
-                m[i][k] -= d * m[j][k];
-            }
+        let (done, rest) = m.split_at_mut(i);
+        let row = &mut rest[0];
+        for prev in done.iter() {
+            let d: f64 = row.iter().zip(prev).map(|(a, b)| a * b).sum();
+            row.iter_mut().zip(prev).for_each(|(a, b)| *a -= d * b);
         }
         let n = m[i].iter().map(|v| v * v).sum::<f64>().sqrt();
         m[i].iter_mut().for_each(|v| *v /= n);
@@ -140,6 +141,14 @@ pub fn fit(
         names.iter().map(|n| data[n].clone()).collect()
     };
     let mut opt = Optimizer::new(cfg.optimizer.clone(), &vars)?;
+    // On the CPU a hand-written backward pass replaces autograd, whose per-op overhead made an
+    // epoch ~20x slower; other devices keep autograd over the composed ops. MAINTCAST_AUTOGRAD=1
+    // forces autograd on the CPU too, to compare the two.
+    let mut fused = if device.is_cpu() && std::env::var_os("MAINTCAST_AUTOGRAD").is_none() {
+        Some(FusedTrainer::new(arch, &names, seed ^ 0xd40f)?)
+    } else {
+        None
+    };
     let mut schedule = LrSchedule::new(cfg.schedule.clone(), cfg.lr, cfg.epochs);
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_5eed);
     let mut order: Vec<usize> = (0..train.len()).collect();
@@ -162,25 +171,32 @@ pub fn fit(
                 yb.push(train.y[i]);
             }
             let b = chunk.len();
-            let x = Tensor::from_slice(&xb, (b, train.window, train.n_features), device)?;
-            let y = Tensor::from_slice(&yb, b, device)?;
-            let pred = network.forward(&x, true)?;
-            let loss = optim::loss(cfg.loss, &pred, &y, cfg.huber_delta)?;
-            let grads = loss.backward()?;
-            let mut g = vars
-                .iter()
-                .map(|v| {
-                    grads
-                        .get(v.as_tensor())
-                        .cloned()
-                        .map_or_else(|| v.zeros_like(), Ok)
-                })
-                .collect::<candle_core::Result<Vec<_>>>()?;
+            let (batch_loss, mut g) = if let Some(fused) = fused.as_mut() {
+                fused.load(&vars)?;
+                let l = fused.step(&xb, &yb, cfg.loss, cfg.huber_delta, true)?;
+                (l, fused.grad_tensors(&vars)?)
+            } else {
+                let x = Tensor::from_slice(&xb, (b, train.window, train.n_features), device)?;
+                let y = Tensor::from_slice(&yb, b, device)?;
+                let pred = network.forward(&x, true)?;
+                let loss = optim::loss(cfg.loss, &pred, &y, cfg.huber_delta)?;
+                let grads = loss.backward()?;
+                let g = vars
+                    .iter()
+                    .map(|v| {
+                        grads
+                            .get(v.as_tensor())
+                            .cloned()
+                            .map_or_else(|| v.zeros_like(), Ok)
+                    })
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                (loss.to_dtype(DType::F64)?.to_scalar::<f64>()?, g)
+            };
             if let Some(max) = cfg.clip_norm {
                 optim::clip_global_norm(&mut g, max)?;
             }
             opt.step(&vars, &g, lr)?;
-            loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * b as f64;
+            loss_sum += batch_loss * b as f64;
             seen += b;
         }
         network.refresh_inference_weights();

@@ -30,7 +30,8 @@ impl std::fmt::Debug for InfluxEnv {
     }
 }
 
-const HOW_TO_START: &str = "start them with `deploy/infra.sh start` (or run the whole suite with `.ci/run`)";
+const HOW_TO_START: &str =
+    "start them with `deploy/infra.sh start` (or run the whole suite with `.ci/run`)";
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
@@ -58,13 +59,19 @@ pub fn kafka_brokers() -> String {
 /// The test InfluxDB, checked to accept connections.
 pub fn influx() -> InfluxEnv {
     let url = env_or("MAINTCAST_INFLUX_URL", "http://127.0.0.1:18086");
-    let host_port = url.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/');
+    let host_port = url
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
     assert_reachable("InfluxDB", host_port);
     let token = match std::env::var("MAINTCAST_INFLUX_TOKEN") {
         Ok(t) => t,
         Err(_) => {
             let file = std::env::var("MAINTCAST_INFLUX_TOKEN_FILE").unwrap_or_else(|_| {
-                format!("{}/.cache/maintcast/run/influx-token", std::env::var("HOME").unwrap_or_default())
+                format!(
+                    "{}/.cache/maintcast/run/influx-token",
+                    std::env::var("HOME").unwrap_or_default()
+                )
             });
             std::fs::read_to_string(&file)
                 .unwrap_or_else(|e| panic!("InfluxDB token file {file}: {e}; {HOW_TO_START}"))
@@ -90,16 +97,25 @@ impl InfluxEnv {
     pub async fn query(&self, flux: &str) -> Vec<HashMap<String, String>> {
         let client = reqwest::Client::new();
         let resp = client
-            .post(format!("{}/api/v2/query?org={}", self.url.trim_end_matches('/'), self.org))
+            .post(format!(
+                "{}/api/v2/query?org={}",
+                self.url.trim_end_matches('/'),
+                self.org
+            ))
             .header("Authorization", format!("Token {}", self.token))
             .header("Accept", "application/csv")
-            .json(&serde_json::json!({"query": flux, "type": "flux", "dialect": {"annotations": []}}))
+            .json(
+                &serde_json::json!({"query": flux, "type": "flux", "dialect": {"annotations": []}}),
+            )
             .send()
             .await
             .expect("InfluxDB query request");
         let status = resp.status();
         let body = resp.text().await.expect("InfluxDB query body");
-        assert!(status.is_success(), "InfluxDB query failed ({status}): {body}");
+        assert!(
+            status.is_success(),
+            "InfluxDB query failed ({status}): {body}"
+        );
         parse_flux_csv(&body)
     }
 }
@@ -131,7 +147,11 @@ pub fn unique(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
-    format!("{prefix}-{}-{nanos:x}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{nanos:x}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Creates a topic (idempotently) with the given partition count.
@@ -142,7 +162,10 @@ pub async fn create_topic(brokers: &str, name: &str, partitions: i32) {
         .expect("kafka admin client");
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     let results = admin
-        .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+        .create_topics(
+            [&topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
         .await
         .expect("create_topics request");
     for r in results {

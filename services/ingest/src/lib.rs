@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod batch;
+pub mod checkpoint;
 pub mod model;
 pub mod service;
 pub mod serving;

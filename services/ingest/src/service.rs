@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 
 use crate::alerts::AlertRule;
 use crate::batch::Batcher;
+use crate::checkpoint;
 use crate::model::Model;
 use crate::serving::{ServingModel, parse_device};
 use crate::window::{RowOutcome, WindowStore};
@@ -39,6 +40,8 @@ pub struct Topics {
     pub events: String,
     pub dlq: String,
     pub alerts: String,
+    /// Compacted topic of window checkpoints (created if missing).
+    pub checkpoint: String,
 }
 
 impl Default for Topics {
@@ -48,6 +51,7 @@ impl Default for Topics {
             events: "maintenance-events".into(),
             dlq: "telemetry-dlq".into(),
             alerts: "maintenance-alerts".into(),
+            checkpoint: "ingest-windows-checkpoint".into(),
         }
     }
 }
@@ -347,6 +351,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         .set("linger.ms", "5")
         .create()
         .context("creating the Kafka producer")?;
+    ensure_checkpoint_topic(&config).await?;
     let log = Arc::new(Mutex::new(RebalanceLog::default()));
     let consumer: StreamConsumer<IngestContext> =
         maintcast_common::kafka::client_config(&config.brokers)
@@ -398,13 +403,16 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let mut positions: HashMap<(String, i32), i64> = HashMap::new();
     let mut committed: HashMap<(String, i32), i64> = HashMap::new();
     let mut in_flight: usize = 0;
+    // Machines changed since their last checkpoint.
+    let mut dirty: HashSet<String> = HashSet::new();
+    // After a restore: telemetry offsets below this are already in the machine's window.
+    let mut skip_below: HashMap<String, i64> = HashMap::new();
     let mut draining = false;
     let mut stopping = false;
     let mut stop_deadline: Option<tokio::time::Instant> = None;
     let mut commit_tick = tokio::time::interval(config.commit_interval);
     commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lag_tick = tokio::time::interval(Duration::from_secs(5));
-    let watermark_hint = Arc::new(AtomicI64::new(0));
     ready.store(true, Ordering::Relaxed);
 
     loop {
@@ -430,10 +438,20 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             _ = commit_tick.tick(), if !draining => draining = true,
             _ = lag_tick.tick() => {
                 metrics.machines.set(store.len() as i64);
-                metrics.consumer_lag.set(consumer_lag(&consumer, &positions, &assigned, &watermark_hint));
+                metrics.consumer_lag.set(consumer_lag(&consumer, &positions, &assigned));
             }
             msg = consumer.recv(), if !draining => {
-                apply_rebalance(&log, &mut assigned, &mut positions, &mut committed, &mut store);
+                apply_rebalance(
+                    &config,
+                    &log,
+                    &mut assigned,
+                    &mut positions,
+                    &mut committed,
+                    &mut store,
+                    &mut skip_below,
+                    &mut dirty,
+                )
+                .await?;
                 let msg = match msg {
                     Ok(m) => m,
                     Err(e) => {
@@ -450,12 +468,17 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
                 let content_type = header(&msg, maintcast_proto::CONTENT_TYPE_HEADER);
                 if key.0 == config.topics.telemetry {
                     match decoder.decode_telemetry(payload, content_type.as_deref()) {
+                        Ok(t) if skip_below.get(&t.machine_id).is_some_and(|&n| msg.offset() < n) => {
+                            metrics.decoded.inc();
+                        }
                         Ok(t) => {
                             metrics.decoded.inc();
                             match store.apply(&t) {
                                 RowOutcome::Applied { filled } => {
                                     metrics.filled_values.inc_by(filled as u64);
-                                    let w = store.get(&t.machine_id).expect("window just applied");
+                                    let w = store.get_mut(&t.machine_id).expect("window just applied");
+                                    w.partition = key.1;
+                                    dirty.insert(t.machine_id.clone());
                                     if config.write_raw {
                                         write_tx.send(WriteItem::Raw(raw_point(&t)?)).await?;
                                         in_flight += 1;
@@ -492,7 +515,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
                 } else {
                     match decoder.decode_maintenance_event(payload, content_type.as_deref()) {
                         Ok(ev) => {
-                            if store.apply_event(&ev) && config.write_raw {
+                            let applied = store.apply_event(&ev);
+                            if applied {
+                                if let Some(w) = store.get_mut(&ev.machine_id) {
+                                    w.partition = key.1;
+                                }
+                                dirty.insert(ev.machine_id.clone());
+                            }
+                            if applied && config.write_raw {
                                 let p = DataPoint::builder("maintenance_event")
                                     .tag("machine_id", &ev.machine_id)
                                     .tag("kind", ev.kind.as_str())
@@ -515,18 +545,25 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         }
 
         if draining && in_flight == 0 {
-            commit(&consumer, &positions, &assigned, &mut committed);
+            // Checkpoints first: a committed offset must never be ahead of the windows.
+            if write_checkpoints(
+                &config, &producer, &store, &mut dirty, &positions, &assigned,
+            )
+            .await
+            {
+                commit(&consumer, &positions, &assigned, &mut committed);
+            }
             draining = false;
             if stopping {
                 break;
             }
         }
-        if let Some(deadline) = stop_deadline {
-            if tokio::time::Instant::now() > deadline {
-                anyhow::bail!(
-                    "{in_flight} writes still unacknowledged after the drain timeout; offsets not committed past them"
-                );
-            }
+        if let Some(deadline) = stop_deadline
+            && tokio::time::Instant::now() > deadline
+        {
+            anyhow::bail!(
+                "{in_flight} writes still unacknowledged after the drain timeout; offsets not committed past them"
+            );
         }
     }
     drop(req_tx);
@@ -548,28 +585,147 @@ fn header(msg: &impl Message, name: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
-fn apply_rebalance(
+#[allow(clippy::too_many_arguments)]
+async fn apply_rebalance(
+    config: &Config,
     log: &Mutex<RebalanceLog>,
     assigned: &mut HashSet<(String, i32)>,
     positions: &mut HashMap<(String, i32), i64>,
     committed: &mut HashMap<(String, i32), i64>,
     store: &mut WindowStore,
-) {
-    let mut log = log.lock().expect("rebalance log lock");
-    for tp in log.revoked.drain(..) {
+    skip_below: &mut HashMap<String, i64>,
+    dirty: &mut HashSet<String>,
+) -> anyhow::Result<()> {
+    let (revoked, newly) = {
+        let mut log = log.lock().expect("rebalance log lock");
+        (
+            std::mem::take(&mut log.revoked),
+            std::mem::take(&mut log.assigned),
+        )
+    };
+    if revoked.is_empty() && newly.is_empty() {
+        return Ok(());
+    }
+    let mut gone: HashSet<i32> = HashSet::new();
+    for tp in revoked {
         tracing::info!(topic = tp.0, partition = tp.1, "partition revoked");
+        if tp.0 == config.topics.telemetry {
+            gone.insert(tp.1);
+        }
         assigned.remove(&tp);
         positions.remove(&tp);
         committed.remove(&tp);
     }
-    for tp in log.assigned.drain(..) {
+    let mut fresh: HashSet<i32> = HashSet::new();
+    for tp in newly {
         tracing::info!(topic = tp.0, partition = tp.1, "partition assigned");
+        if tp.0 == config.topics.telemetry {
+            fresh.insert(tp.1);
+        }
         assigned.insert(tp);
     }
-    // Windows of machines whose partitions moved away belong to their new owner now.
-    if assigned.is_empty() {
-        store.remove_where(|_| true);
+    // Windows of partitions that moved away belong to their new owner now; ones (re)assigned
+    // here come from the checkpoint, which matches the committed offset we restart from.
+    let drop_partitions: HashSet<i32> = gone.union(&fresh).copied().collect();
+    let mut dropped = Vec::new();
+    store.remove_where(|id, w| {
+        let d = drop_partitions.contains(&w.partition);
+        if d {
+            dropped.push(id.to_string());
+        }
+        d
+    });
+    for id in dropped {
+        skip_below.remove(&id);
+        dirty.remove(&id);
     }
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let client = maintcast_common::kafka::client_config(&config.brokers)
+        .set("group.id", format!("{}-checkpoint-reader", config.group_id))
+        .clone();
+    let topic = config.topics.checkpoint.clone();
+    let parts = fresh.clone();
+    let started = Instant::now();
+    let records = tokio::task::spawn_blocking(move || {
+        checkpoint::read_latest(&client, &topic, &parts, Duration::from_secs(60))
+    })
+    .await??;
+    let mut restored = 0;
+    for (id, bytes) in records {
+        if let Some((w, next)) = checkpoint::decode(store, &bytes) {
+            store.insert(id.clone(), w);
+            skip_below.insert(id, next);
+            restored += 1;
+        }
+    }
+    tracing::info!(restored, partitions = ?fresh, ms = started.elapsed().as_millis() as u64, "windows restored");
+    Ok(())
+}
+
+async fn write_checkpoints(
+    config: &Config,
+    producer: &FutureProducer,
+    store: &WindowStore,
+    dirty: &mut HashSet<String>,
+    positions: &HashMap<(String, i32), i64>,
+    assigned: &HashSet<(String, i32)>,
+) -> bool {
+    if dirty.is_empty() {
+        return true;
+    }
+    let mut pending = Vec::with_capacity(dirty.len());
+    for id in dirty.iter() {
+        let Some(w) = store.get(id) else { continue };
+        let tp = (config.topics.telemetry.clone(), w.partition);
+        if !assigned.contains(&tp) {
+            continue;
+        }
+        let next = positions.get(&tp).copied().unwrap_or(0);
+        let body = checkpoint::encode(store.features(), w, next);
+        let record = FutureRecord::<[u8], [u8]>::to(&config.topics.checkpoint)
+            .key(id.as_bytes())
+            .payload(&body);
+        match producer.send_result(record) {
+            Ok(f) => pending.push(f),
+            Err((e, _)) => {
+                tracing::warn!(error = %e, "checkpoint not queued; commit postponed");
+                return false;
+            }
+        }
+    }
+    for f in futures::future::join_all(pending).await {
+        if !matches!(f, Ok(Ok(_))) {
+            tracing::warn!("checkpoint not delivered; commit postponed");
+            return false;
+        }
+    }
+    dirty.clear();
+    true
+}
+
+async fn ensure_checkpoint_topic(config: &Config) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        maintcast_common::kafka::client_config(&config.brokers).create()?;
+    let topic = NewTopic::new(&config.topics.checkpoint, 6, TopicReplication::Fixed(1))
+        .set("cleanup.policy", "compact");
+    let results = admin
+        .create_topics(
+            [&topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .context("creating the checkpoint topic")?;
+    for r in results {
+        if let Err((t, code)) = r
+            && code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists
+        {
+            anyhow::bail!("creating checkpoint topic {t}: {code}");
+        }
+    }
+    Ok(())
 }
 
 fn commit(
@@ -604,7 +760,6 @@ fn consumer_lag(
     consumer: &StreamConsumer<IngestContext>,
     positions: &HashMap<(String, i32), i64>,
     assigned: &HashSet<(String, i32)>,
-    _hint: &AtomicI64,
 ) -> i64 {
     assigned
         .iter()

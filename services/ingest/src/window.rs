@@ -39,6 +39,8 @@ pub struct MachineWindow {
     pub site: Option<String>,
     /// Whether the last alert sent for this machine was "due" (hysteresis state).
     pub alert_due: bool,
+    /// Telemetry partition the machine's rows arrive on (whose owner keeps this window).
+    pub partition: i32,
 }
 
 impl MachineWindow {
@@ -57,6 +59,7 @@ impl MachineWindow {
             machine_type: None,
             site: None,
             alert_due: false,
+            partition: 0,
         }
     }
 
@@ -148,7 +151,7 @@ impl MachineWindow {
     pub fn forecast_due(&self, min_rows: usize, stride: u64) -> bool {
         let n = self.rows_since_reset;
         let min = min_rows.max(1) as u64;
-        n >= min && (n - min) % stride.max(1) == 0
+        n >= min && (n - min).is_multiple_of(stride.max(1))
     }
 
     /// Writes the newest `window` rows (raw) into `out` (`window * n_features`), left-padded
@@ -250,9 +253,9 @@ impl WindowStore {
         MachineWindow::new(self.cap, self.features.len())
     }
 
-    pub fn remove_where(&mut self, mut drop: impl FnMut(&str) -> bool) -> usize {
+    pub fn remove_where(&mut self, mut drop: impl FnMut(&str, &MachineWindow) -> bool) -> usize {
         let before = self.machines.len();
-        self.machines.retain(|id, _| !drop(id));
+        self.machines.retain(|id, w| !drop(id, w));
         before - self.machines.len()
     }
 
@@ -462,6 +465,6 @@ mod tests {
         assert!(s.apply_event(&ev));
         assert!(s.get("m1").unwrap().is_empty());
         assert_eq!(s.len(), 1);
-        assert_eq!(s.remove_where(|id| id == "m1"), 1);
+        assert_eq!(s.remove_where(|id, _| id == "m1"), 1);
     }
 }

@@ -74,7 +74,7 @@ impl FleetConfig {
         if !(self.repair_threshold > 0.0 && self.repair_threshold <= 1.0) {
             return Err(ConfigError::RepairThreshold(self.repair_threshold));
         }
-        if !(self.scheduled_days >= 1.0) {
+        if self.scheduled_days.is_nan() || self.scheduled_days < 1.0 {
             return Err(ConfigError::ScheduledDays(self.scheduled_days));
         }
         let f = &self.sensor_faults;
@@ -86,8 +86,11 @@ impl FleetConfig {
                 return Err(ConfigError::Probability { name, value });
             }
         }
-        for (name, value) in [("stuck_per_day", f.stuck_per_day), ("drift_per_day", f.drift_per_day)] {
-            if !(value >= 0.0 && value.is_finite()) {
+        for (name, value) in [
+            ("stuck_per_day", f.stuck_per_day),
+            ("drift_per_day", f.drift_per_day),
+        ] {
+            if value.is_nan() || value < 0.0 || value.is_infinite() {
                 return Err(ConfigError::Probability { name, value });
             }
         }
@@ -96,7 +99,9 @@ impl FleetConfig {
 
     /// Number of sampling intervals in `days`.
     pub fn steps_for_days(&self, days: f64) -> usize {
-        (days * 86_400_000.0 / self.interval_ms as f64).round().max(0.0) as usize
+        (days * 86_400_000.0 / self.interval_ms as f64)
+            .round()
+            .max(0.0) as usize
     }
 }
 
@@ -148,10 +153,20 @@ impl Fleet {
             let n = counts.entry(machine_type).or_default();
             *n += 1;
             let rng = ChaCha8Rng::seed_from_u64(master.random());
-            machines.push(MachineInfo { id: format!("{machine_type}-{n:03}"), machine_type, site });
+            machines.push(MachineInfo {
+                id: format!("{machine_type}-{n:03}"),
+                machine_type,
+                site,
+            });
             sims.push(MachineSim::new(i as u32, machine_type, rng, &cfg));
         }
-        Ok(Fleet { next_ts_ms: cfg.start_ms, cfg, machines, sims, scratch: Vec::new() })
+        Ok(Fleet {
+            next_ts_ms: cfg.start_ms,
+            cfg,
+            machines,
+            sims,
+            scratch: Vec::new(),
+        })
     }
 
     pub fn config(&self) -> &FleetConfig {
@@ -171,7 +186,10 @@ impl Fleet {
     pub fn step(&mut self) -> Tick {
         let ts_ms = self.next_ts_ms;
         self.next_ts_ms += self.cfg.interval_ms;
-        let mut tick = Tick { ts_ms, ..Tick::default() };
+        let mut tick = Tick {
+            ts_ms,
+            ..Tick::default()
+        };
         for sim in &mut self.sims {
             sim.take_until(ts_ms, &self.cfg, &mut self.scratch);
             for item in self.scratch.drain(..) {
@@ -187,7 +205,11 @@ impl Fleet {
 
     /// Runs `steps` sampling intervals and collects them.
     pub fn run(&mut self, steps: usize) -> SimHistory {
-        let mut h = SimHistory { machines: self.machines.clone(), readings: Vec::new(), events: Vec::new() };
+        let mut h = SimHistory {
+            machines: self.machines.clone(),
+            readings: Vec::new(),
+            events: Vec::new(),
+        };
         for _ in 0..steps {
             let tick = self.step();
             h.readings.extend(tick.readings);

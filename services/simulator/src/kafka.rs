@@ -45,7 +45,9 @@ impl std::str::FromStr for Encoding {
         match s {
             "json" => Ok(Encoding::Json),
             "protobuf" | "proto" => Ok(Encoding::Protobuf),
-            _ => Err(format!("unknown encoding {s:?} (expected json or protobuf)")),
+            _ => Err(format!(
+                "unknown encoding {s:?} (expected json or protobuf)"
+            )),
         }
     }
 }
@@ -89,7 +91,12 @@ pub struct Pacer {
 
 impl Pacer {
     pub fn new(pace: Pace, backfill_until_ms: i64) -> Self {
-        Pacer { pace, backfill_until_ms, origin: None, paced_sent: 0 }
+        Pacer {
+            pace,
+            backfill_until_ms,
+            origin: None,
+            paced_sent: 0,
+        }
     }
 
     /// How long to sleep, at wall time `now`, before sending a message stamped `ts_ms`.
@@ -118,7 +125,10 @@ pub struct Topics {
 
 impl Default for Topics {
     fn default() -> Self {
-        Topics { telemetry: "telemetry".into(), events: "maintenance-events".into() }
+        Topics {
+            telemetry: "telemetry".into(),
+            events: "maintenance-events".into(),
+        }
     }
 }
 
@@ -134,10 +144,20 @@ pub struct KafkaSink {
 const MAX_IN_FLIGHT: usize = 50_000;
 
 impl KafkaSink {
-    pub fn new(mut config: ClientConfig, topics: Topics, encoding: Encoding) -> anyhow::Result<Self> {
+    pub fn new(
+        mut config: ClientConfig,
+        topics: Topics,
+        encoding: Encoding,
+    ) -> anyhow::Result<Self> {
         config.set("linger.ms", "20").set("compression.type", "lz4");
         let producer: FutureProducer = config.create().context("creating the Kafka producer")?;
-        Ok(KafkaSink { producer, topics, encoding, in_flight: VecDeque::new(), sent: 0 })
+        Ok(KafkaSink {
+            producer,
+            topics,
+            encoding,
+            in_flight: VecDeque::new(),
+            sent: 0,
+        })
     }
 
     pub async fn send(&mut self, m: &Message) -> anyhow::Result<()> {
@@ -146,9 +166,14 @@ impl KafkaSink {
             Message::Telemetry(_) => self.topics.telemetry.clone(),
             Message::Event(_) => self.topics.events.clone(),
         };
-        let headers = OwnedHeaders::new()
-            .insert(Header { key: CONTENT_TYPE_HEADER, value: Some(self.encoding.content_type()) });
-        let mut record = FutureRecord::to(&topic).key(m.machine_id()).payload(&payload).headers(headers);
+        let headers = OwnedHeaders::new().insert(Header {
+            key: CONTENT_TYPE_HEADER,
+            value: Some(self.encoding.content_type()),
+        });
+        let mut record = FutureRecord::to(&topic)
+            .key(m.machine_id())
+            .payload(&payload)
+            .headers(headers);
         loop {
             match self.producer.send_result(record) {
                 Ok(delivery) => {
@@ -173,7 +198,9 @@ impl KafkaSink {
     }
 
     async fn await_oldest(&mut self) -> anyhow::Result<bool> {
-        let Some(d) = self.in_flight.pop_front() else { return Ok(false) };
+        let Some(d) = self.in_flight.pop_front() else {
+            return Ok(false);
+        };
         match d.await {
             Ok(Ok(_)) => Ok(true),
             Ok(Err((e, _))) => Err(e).context("delivering a Kafka message"),
@@ -184,7 +211,9 @@ impl KafkaSink {
     /// Waits until everything sent so far has been acknowledged.
     pub async fn flush(&mut self) -> anyhow::Result<()> {
         while self.await_oldest().await? {}
-        self.producer.flush(Duration::from_secs(30)).context("flushing the Kafka producer")?;
+        self.producer
+            .flush(Duration::from_secs(30))
+            .context("flushing the Kafka producer")?;
         Ok(())
     }
 }
@@ -201,7 +230,10 @@ mod tests {
         assert_eq!(p.delay(1_000, t0), Duration::ZERO);
         assert_eq!(p.delay(1_000, t0), Duration::from_millis(100));
         // Time already spent counts: 150 ms later the third message (due at 200 ms) waits 50 ms.
-        assert_eq!(p.delay(1_000, t0 + Duration::from_millis(150)), Duration::from_millis(50));
+        assert_eq!(
+            p.delay(1_000, t0 + Duration::from_millis(150)),
+            Duration::from_millis(50)
+        );
     }
 
     #[test]

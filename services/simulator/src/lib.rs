@@ -6,10 +6,10 @@
 //! and [`kafka`].
 
 mod fleet;
-mod machine;
-mod sensors;
 pub mod kafka;
+mod machine;
 pub mod output;
+mod sensors;
 
 pub use fleet::{ConfigError, DEFAULT_START_MS, Fleet, FleetConfig, MachineInfo, SimHistory, Tick};
 pub use machine::{EventKind, FaultMode, MachineType, MaintenanceEvent, Reading, Truth};

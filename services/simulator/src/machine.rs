@@ -37,7 +37,11 @@ pub enum MachineType {
 }
 
 impl MachineType {
-    pub const ALL: [MachineType; 3] = [MachineType::Pump, MachineType::Press, MachineType::Compressor];
+    pub const ALL: [MachineType; 3] = [
+        MachineType::Pump,
+        MachineType::Press,
+        MachineType::Compressor,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -68,7 +72,9 @@ impl std::str::FromStr for MachineType {
         MachineType::ALL
             .into_iter()
             .find(|t| t.as_str() == s)
-            .ok_or_else(|| format!("unknown machine type {s:?} (expected pump, press or compressor)"))
+            .ok_or_else(|| {
+                format!("unknown machine type {s:?} (expected pump, press or compressor)")
+            })
     }
 }
 
@@ -257,7 +263,12 @@ pub(crate) struct MachineSim {
 }
 
 impl MachineSim {
-    pub(crate) fn new(index: u32, kind: MachineType, mut rng: ChaCha8Rng, cfg: &FleetConfig) -> Self {
+    pub(crate) fn new(
+        index: u32,
+        kind: MachineType,
+        mut rng: ChaCha8Rng,
+        cfg: &FleetConfig,
+    ) -> Self {
         let ambient_c = 18.0 + rng.random_range(-4.0..6.0);
         // Machines join the fleet part-way through a cycle, so the fleet does not age in lockstep.
         let burn_in_steps = rng.random_range(0..=(30 * HOUR_MS * 24 / cfg.interval_ms));
@@ -330,7 +341,10 @@ impl MachineSim {
                 s.regime_load = rng.random_range(0.45..1.0);
                 s.regime_hours_left = rng.random_range(24.0..144.0);
             }
-            let t = Utc.timestamp_millis_opt(ts_ms).single().expect("valid timestamp");
+            let t = Utc
+                .timestamp_millis_opt(ts_ms)
+                .single()
+                .expect("valid timestamp");
             let hour = t.hour() as f32;
             let load = match p.duty {
                 Duty::Continuous => s.regime_load + 0.03 * noise.sample(rng),
@@ -353,8 +367,11 @@ impl MachineSim {
 
             // Thermal targets, then a first-order lag (bearing housing ~2 h, oil sump ~4 h).
             let (b, l) = (bearing as f32, seal as f32);
-            let bearing_target =
-                ambient + p.bearing_rise_c * (0.45 + 0.55 * load) + 10.0 * b + 22.0 * b.powi(3) + 3.0 * l;
+            let bearing_target = ambient
+                + p.bearing_rise_c * (0.45 + 0.55 * load)
+                + 10.0 * b
+                + 22.0 * b.powi(3)
+                + 3.0 * l;
             let oil_target = ambient + p.oil_rise_c * (0.4 + 0.6 * load) + 14.0 * l + 4.0 * b * b;
             let lag = |tau_h: f32| 1.0 - (-(interval_h as f32) / tau_h).exp();
             s.bearing_temp_c += (bearing_target - s.bearing_temp_c) * lag(2.0);
@@ -383,7 +400,13 @@ impl MachineSim {
                 p.speed_rpm * (1.0 - p.slip * (load + 0.25 * b * b)) + 1.5 * noise.sample(rng);
             truth_values[idx::OIL_TEMP] = s.oil_temp_c + 0.3 * noise.sample(rng);
 
-            let values = faults.observe(&truth_values, interval_h as f32, &cfg.sensor_faults, p_nominal(p), rng);
+            let values = faults.observe(
+                &truth_values,
+                interval_h as f32,
+                &cfg.sensor_faults,
+                p_nominal(p),
+                rng,
+            );
             if rng.random::<f64>() >= cfg.sensor_faults.drop_row_prob {
                 rows.push(Reading {
                     machine: self.index,
@@ -418,22 +441,42 @@ impl MachineSim {
             let event_ms = ts_ms + within as i64;
 
             if bearing >= 1.0 || seal >= 1.0 {
-                let mode = if bearing >= seal { FaultMode::BearingWear } else { FaultMode::SealLeak };
-                break (EventKind::Failure, event_ms, format!("{} failure", mode.as_str()));
+                let mode = if bearing >= seal {
+                    FaultMode::BearingWear
+                } else {
+                    FaultMode::SealLeak
+                };
+                break (
+                    EventKind::Failure,
+                    event_ms,
+                    format!("{} failure", mode.as_str()),
+                );
             }
             if let Some(at) = repair_at_h {
                 if next_h >= at {
-                    let wear = if alarm_mode == FaultMode::BearingWear { bearing } else { seal };
+                    let wear = if alarm_mode == FaultMode::BearingWear {
+                        bearing
+                    } else {
+                        seal
+                    };
                     let note = format!("{} repair (damage {:.2})", alarm_mode.as_str(), wear);
                     break (EventKind::Repair, event_ms, note);
                 }
             } else if bearing >= cfg.repair_threshold || seal >= cfg.repair_threshold {
-                alarm_mode = if bearing >= seal { FaultMode::BearingWear } else { FaultMode::SealLeak };
+                alarm_mode = if bearing >= seal {
+                    FaultMode::BearingWear
+                } else {
+                    FaultMode::SealLeak
+                };
                 // A crew and parts have to be found: the repair happens some hours later.
                 repair_at_h = Some(next_h + rng.random_range(4.0..48.0));
             }
             if next_h >= cfg.scheduled_days * 24.0 {
-                break (EventKind::Scheduled, event_ms, "calendar service".to_string());
+                break (
+                    EventKind::Scheduled,
+                    event_ms,
+                    "calendar service".to_string(),
+                );
             }
             step += 1;
         };

@@ -39,7 +39,10 @@ pub fn telemetry(machine: &MachineInfo, r: &Reading) -> Telemetry {
     }
 }
 
-pub fn maintenance_event(machine: &MachineInfo, e: &MaintenanceEvent) -> maintcast_proto::MaintenanceEvent {
+pub fn maintenance_event(
+    machine: &MachineInfo,
+    e: &MaintenanceEvent,
+) -> maintcast_proto::MaintenanceEvent {
     maintcast_proto::MaintenanceEvent {
         machine_id: machine.id.clone(),
         ts_ms: e.ts_ms,
@@ -71,8 +74,17 @@ pub fn write_csv(history: &SimHistory, dir: &Path) -> anyhow::Result<()> {
     for r in &history.readings {
         let info = &m[r.machine as usize];
         rec.clear();
-        rec.extend([info.id.clone(), rfc3339(r.ts_ms), info.machine_type.to_string(), info.site.clone()]);
-        rec.extend(r.values.iter().map(|v| v.map(|v| v.to_string()).unwrap_or_default()));
+        rec.extend([
+            info.id.clone(),
+            rfc3339(r.ts_ms),
+            info.machine_type.to_string(),
+            info.site.clone(),
+        ]);
+        rec.extend(
+            r.values
+                .iter()
+                .map(|v| v.map(|v| v.to_string()).unwrap_or_default()),
+        );
         w.write_record(&rec)?;
     }
     w.flush()?;
@@ -80,7 +92,12 @@ pub fn write_csv(history: &SimHistory, dir: &Path) -> anyhow::Result<()> {
     let mut w = csv::Writer::from_writer(create(dir, "events.csv")?);
     w.write_record(["machine_id", "ts", "kind", "note"])?;
     for e in &history.events {
-        w.write_record([&m[e.machine as usize].id, &rfc3339(e.ts_ms), e.kind.as_str(), &e.note])?;
+        w.write_record([
+            &m[e.machine as usize].id,
+            &rfc3339(e.ts_ms),
+            e.kind.as_str(),
+            &e.note,
+        ])?;
     }
     w.flush()?;
 

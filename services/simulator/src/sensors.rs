@@ -32,7 +32,12 @@ impl Default for SensorFaultConfig {
 
 impl SensorFaultConfig {
     pub fn none() -> Self {
-        SensorFaultConfig { drop_value_prob: 0.0, drop_row_prob: 0.0, stuck_per_day: 0.0, drift_per_day: 0.0 }
+        SensorFaultConfig {
+            drop_value_prob: 0.0,
+            drop_row_prob: 0.0,
+            stuck_per_day: 0.0,
+            drift_per_day: 0.0,
+        }
     }
 }
 

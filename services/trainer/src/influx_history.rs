@@ -28,6 +28,8 @@ pub struct HistoryQuery {
     pub page: Duration,
     /// Abandon a query that takes longer than this.
     pub timeout: Duration,
+    /// Only machines with this `machine_type` tag (a model per machine type).
+    pub machine_type: Option<String>,
 }
 
 impl HistoryQuery {
@@ -38,6 +40,7 @@ impl HistoryQuery {
             until_ms: None,
             page: Duration::from_secs(7 * 86_400),
             timeout: Duration::from_secs(120),
+            machine_type: None,
         }
     }
 }
@@ -91,9 +94,10 @@ pub async fn read_history(client: &influxdb2::Client, q: &HistoryQuery) -> Resul
         let flux = format!(
             r#"from(bucket: "{b}")
   |> range(start: {s}, stop: {e})
-  |> filter(fn: (r) => r._measurement == "telemetry")
+  |> filter(fn: (r) => r._measurement == "telemetry"{t})
   |> keep(columns: ["_time", "_field", "_value", "machine_id", "machine_type", "site"])"#,
             b = escape(&q.bucket),
+            t = type_filter(q),
             s = flux_time(start),
             e = flux_time(stop),
         );
@@ -152,11 +156,12 @@ async fn telemetry_bounds(
         let flux = format!(
             r#"from(bucket: "{b}")
   |> range(start: {s}, stop: {e})
-  |> filter(fn: (r) => r._measurement == "telemetry")
+  |> filter(fn: (r) => r._measurement == "telemetry"{t})
   |> keep(columns: ["_time"])
   |> group()
   |> {agg}(column: "_time")"#,
             b = escape(&q.bucket),
+            t = type_filter(q),
             s = flux_time(since),
             e = flux_time(until),
         );
@@ -258,6 +263,13 @@ async fn run(
     .await
     .with_context(|| format!("InfluxDB query timed out after {timeout:?}"))?
     .map_err(|e| anyhow::anyhow!("InfluxDB query failed: {e}"))
+}
+
+fn type_filter(q: &HistoryQuery) -> String {
+    q.machine_type
+        .as_deref()
+        .map(|t| format!(r#" and r.machine_type == "{}""#, escape(t)))
+        .unwrap_or_default()
 }
 
 pub(crate) fn flux_time(ms: i64) -> String {

@@ -168,7 +168,7 @@ pub fn score_event(
     });
 }
 
-/// Scores every maintenance event in InfluxDB against the `maintenance_forecast` points of model
+/// Scores every maintenance event of `machines` in InfluxDB against the `maintenance_forecast` points of model
 /// `model` made for that machine since its previous event. One query per event keeps each
 /// response to one machine's stretch.
 pub async fn score(
@@ -177,6 +177,7 @@ pub async fn score(
     model: &str,
     cap: f64,
     warn_days: f64,
+    machines: &std::collections::HashSet<String>,
 ) -> Result<RealizedReport> {
     let run = |flux: String| async move {
         tokio::time::timeout(
@@ -210,6 +211,7 @@ pub async fn score(
         warn_days,
         ..Default::default()
     };
+    events.retain(|m, _| machines.contains(m));
     for (machine, mut times) in events {
         times.sort_unstable();
         times.dedup();

@@ -115,7 +115,16 @@ pub fn serving_stack(registry: &Path, name: &str) -> Result<Vec<String>> {
     let mut stack: Vec<String> = Vec::new();
     for e in read_log(registry, name)? {
         match e.action {
-            Action::Promote => stack.push(e.version),
+            Action::Promote => {
+                // The version it replaced may have been promoted without the log (the one-shot
+                // `maintcast train`, a registry copied by hand): it served all the same.
+                if let Some(from) = e.from
+                    && stack.last() != Some(&from)
+                {
+                    stack.push(from);
+                }
+                stack.push(e.version);
+            }
             Action::Rollback => {
                 stack.pop();
                 // A rollback may land on a version the log never saw promoted (log written by

@@ -71,6 +71,9 @@ pub struct ServiceArgs {
     /// InfluxDB history: only telemetry at or after this time (RFC 3339, or a duration ago: 90d).
     #[arg(long, env = "MAINTCAST_SINCE")]
     pub since: Option<String>,
+    /// InfluxDB history: only machines with this `machine_type` tag (one model per type).
+    #[arg(long, env = "MAINTCAST_MACHINE_TYPE")]
+    pub machine_type: Option<String>,
     /// InfluxDB history is read in pages of this length, so a long history never arrives whole.
     #[arg(long, env = "MAINTCAST_PAGE", default_value = "7d", value_parser = humantime::parse_duration)]
     pub page: Duration,
@@ -341,7 +344,11 @@ pub fn run_blocking(cfg: ServiceConfig) -> Result<u8> {
         tokio::spawn(async move { signals.trigger_on_signals().await });
         run(cfg, shutdown).await
     })?;
-    Ok(if once { outcome.exit_code() } else { EXIT_PROMOTED })
+    Ok(if once {
+        outcome.exit_code()
+    } else {
+        EXIT_PROMOTED
+    })
 }
 
 /// The InfluxDB connection when one is configured (`MAINTCAST_INFLUX_URL`) or `required`.
@@ -405,6 +412,7 @@ async fn round(cfg: Arc<ServiceConfig>) -> Result<RoundReport> {
             let influx = cfg.influx.as_ref().expect("validated");
             let mut q = HistoryQuery::new(influx.bucket.clone());
             q.page = cfg.args.page;
+            q.machine_type = cfg.args.machine_type.clone();
             if let Some(s) = &cfg.args.since {
                 q.since_ms = Some(parse_since(s, chrono::Utc::now().timestamp_millis())?);
             }
@@ -428,6 +436,11 @@ async fn round(cfg: Arc<ServiceConfig>) -> Result<RoundReport> {
             &cfg.name,
             cfg.recipe.data.cap as f64,
             cfg.args.warn_days,
+            &history
+                .machines
+                .iter()
+                .map(|m| m.machine_id.clone())
+                .collect(),
         )
         .await
         {
@@ -853,7 +866,8 @@ mod tests {
                 machine("c", 4, &[3]),
             ],
         };
-        assert_eq!(labelled_rows(&h), 7 + 0 + 4);
+        // a: rows 0..=6, b: no event, c: rows 0..=3
+        assert_eq!(labelled_rows(&h), 11);
         assert_eq!(labelled_rows_until(&h, 2 * DAY_MS), 3 + 3);
     }
 

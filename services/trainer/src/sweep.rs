@@ -85,7 +85,7 @@ impl Grid {
         grid.base
             .validate()
             .context("[base] is not a valid training config")?;
-        if !(grid.base.data.val_fraction > 0.0) {
+        if grid.base.data.val_fraction <= 0.0 || grid.base.data.val_fraction.is_nan() {
             bail!("a sweep ranks runs by validation MAE: base.data.val_fraction must be above 0");
         }
         let a = &grid.grid;
@@ -315,6 +315,8 @@ pub struct SweepOptions {
     /// The `model` tag of `training_run` points.
     pub model_name: String,
     pub influx: Option<TrainingRunSink>,
+    /// Train nothing: rank the runs that already finished (the report of an interrupted sweep).
+    pub report_only: bool,
 }
 
 #[derive(Debug)]
@@ -371,6 +373,9 @@ pub fn run(
             "{skipped} of {} runs already finished; skipping them",
             runs.len()
         );
+    }
+    if opts.report_only {
+        pending.clear();
     }
     let total = pending.len();
     let next = AtomicUsize::new(0);
@@ -525,10 +530,10 @@ fn train_run(spec: &RunSpec, history: &History, opts: &SweepOptions) -> anyhow::
         config: spec.config.clone(),
         val_mae: val["mae"]
             .as_f64()
-            .context("the card has no validation MAE")?,
+            .context("validation MAE is not finite: did training diverge?")?,
         val_rmse: val["rmse"]
             .as_f64()
-            .context("the card has no validation RMSE")?,
+            .context("validation RMSE is not finite: did training diverge?")?,
         params: card
             .arch
             .weight_shapes()

@@ -310,12 +310,11 @@ mod tests {
     fn crc32c_matches_the_castagnoli_check_value() {
         // The standard check value of CRC-32C (RFC 3720, B.4) tells it apart from zlib's CRC-32.
         assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
-        // Masking as TensorFlow's crc32c::Mask: rotate right by 15, add 0xa282ead8.
-        let crc: u32 = 0xe306_9283;
-        assert_eq!(
-            masked_crc32c(b"123456789"),
-            ((crc >> 15) | (crc << 17)).wrapping_add(0xa282_ead8)
-        );
+        // Masked values from TensorBoard's own implementation:
+        //   from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+        //   hex(masked_crc32c(b"123456789")), hex(masked_crc32c(struct.pack("<Q", 42)))
+        assert_eq!(masked_crc32c(b"123456789"), 0xc78a_b0e5);
+        assert_eq!(masked_crc32c(&42u64.to_le_bytes()), 0xf591_8dae);
     }
 
     #[test]

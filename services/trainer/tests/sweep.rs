@@ -63,6 +63,7 @@ fn options(out: &Path) -> SweepOptions {
         data_id: "synthetic".into(),
         model_name: "tiny".into(),
         influx: None,
+        report_only: false,
     }
 }
 
@@ -169,6 +170,12 @@ fn an_interrupted_run_is_trained_again() {
     // What a kill mid-run leaves: an event file and no result.json.
     let run_dir = sweep::run_dir(&out, &runs[0].id);
     tensorboard::EventWriter::create(&run_dir).unwrap();
+    let report = SweepOptions {
+        report_only: true,
+        ..options(&out)
+    };
+    let o = sweep::run(&grid, &runs, &fleet(), &report).unwrap();
+    assert_eq!((o.trained, o.skipped, o.results.len()), (0, 0, 0));
     let o = sweep::run(&grid, &runs, &fleet(), &options(&out)).unwrap();
     assert_eq!((o.trained, o.skipped), (1, 0));
     assert_eq!(tensorboard::event_files(&run_dir).unwrap().len(), 1);

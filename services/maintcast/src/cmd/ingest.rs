@@ -38,6 +38,13 @@ pub struct Args {
         default_value = "maintenance-alerts"
     )]
     alerts_topic: String,
+    /// Compacted topic holding window checkpoints.
+    #[arg(
+        long,
+        env = "MAINTCAST_CHECKPOINT_TOPIC",
+        default_value = "ingest-windows-checkpoint"
+    )]
+    checkpoint_topic: String,
     /// Model registry directory (DESIGN.md "Models and the registry").
     #[arg(long, env = "MAINTCAST_REGISTRY", default_value = "models/registry")]
     registry: PathBuf,
@@ -96,6 +103,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         events: args.events_topic,
         dlq: args.dlq_topic,
         alerts: args.alerts_topic,
+        checkpoint: args.checkpoint_topic,
     };
     config.model = args.model;
     config.device = args.device;

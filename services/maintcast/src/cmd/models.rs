@@ -76,7 +76,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         opt(r.rows.map(|n| n.to_string())),
                         opt(r.machines.map(|n| n.to_string())),
                         data,
-                        r.error.as_ref().map(|e| format!("  UNREADABLE: {e}")).unwrap_or_default(),
+                        r.error
+                            .as_ref()
+                            .map(|e| format!("  UNREADABLE: {e}"))
+                            .unwrap_or_default(),
                     );
                 }
             }
@@ -93,13 +96,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let mut v = serde_json::to_value(&card)?;
             if let Some(o) = v.as_object_mut() {
                 // Per-feature offsets are noise to a person; the kind says what matters.
-                o.insert("scaler".into(), serde_json::json!({ "kind": card.scaler.kind }));
+                o.insert(
+                    "scaler".into(),
+                    serde_json::json!({ "kind": card.scaler.kind }),
+                );
                 o.insert(
                     "lineage".into(),
                     serde_json::json!(registry::lineage(reg, name, &version)?),
                 );
                 let current = maintcast_models::registry::current_version(reg, name)?;
-                o.insert("current".into(), serde_json::json!(current.as_deref() == Some(&version)));
+                o.insert(
+                    "current".into(),
+                    serde_json::json!(current.as_deref() == Some(&version)),
+                );
                 let log: Vec<_> = registry::read_log(reg, name)?
                     .into_iter()
                     .filter(|e| e.version == version || e.from.as_deref() == Some(&version))

@@ -36,7 +36,11 @@ pub struct Args {
     pub brokers: Option<String>,
     #[arg(long, env = "MAINTCAST_TELEMETRY_TOPIC", default_value = "telemetry")]
     pub telemetry_topic: String,
-    #[arg(long, env = "MAINTCAST_EVENTS_TOPIC", default_value = "maintenance-events")]
+    #[arg(
+        long,
+        env = "MAINTCAST_EVENTS_TOPIC",
+        default_value = "maintenance-events"
+    )]
     pub events_topic: String,
     /// Wire encoding: json or protobuf.
     #[arg(long, env = "MAINTCAST_ENCODING", default_value = "json")]
@@ -64,8 +68,14 @@ pub struct Args {
 
 impl Args {
     fn fleet_config(&self) -> anyhow::Result<FleetConfig> {
-        let interval_ms = i64::try_from(self.interval.as_millis()).context("--interval is too long")?;
-        Ok(FleetConfig { seed: self.seed, machines: self.machines, interval_ms, ..FleetConfig::default() })
+        let interval_ms =
+            i64::try_from(self.interval.as_millis()).context("--interval is too long")?;
+        Ok(FleetConfig {
+            seed: self.seed,
+            machines: self.machines,
+            interval_ms,
+            ..FleetConfig::default()
+        })
     }
 }
 
@@ -92,9 +102,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return write_files(&args, out);
     }
     let Some(brokers) = args.brokers.clone() else {
-        bail!("nowhere to send: give --out DIR for files, or --brokers (MAINTCAST_KAFKA_BROKERS) for Kafka");
+        bail!(
+            "nowhere to send: give --out DIR for files, or --brokers (MAINTCAST_KAFKA_BROKERS) for Kafka"
+        );
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(to_kafka(args, brokers))
 }
 
@@ -126,8 +140,15 @@ async fn to_kafka(args: Args, brokers: String) -> anyhow::Result<ExitCode> {
         let s = shutdown.clone();
         tokio::spawn(async move { s.trigger_on_signals().await });
     }
-    let topics = Topics { telemetry: args.telemetry_topic.clone(), events: args.events_topic.clone() };
-    let mut sink = KafkaSink::new(maintcast_common::kafka::client_config(&brokers), topics, args.encoding)?;
+    let topics = Topics {
+        telemetry: args.telemetry_topic.clone(),
+        events: args.events_topic.clone(),
+    };
+    let mut sink = KafkaSink::new(
+        maintcast_common::kafka::client_config(&brokers),
+        topics,
+        args.encoding,
+    )?;
 
     let (messages, first_ts, default_rate): (Box<dyn Iterator<Item = Message> + Send>, i64, f64) =
         match &args.replay {
@@ -155,7 +176,11 @@ async fn to_kafka(args: Args, brokers: String) -> anyhow::Result<ExitCode> {
     let mut pacer = Pacer::new(pace, backfill_until);
     let started = Instant::now();
     let mut last_log = Instant::now();
-    tracing::info!(?pace, backfill_days = args.backfill_days, "sending to Kafka at {brokers}");
+    tracing::info!(
+        ?pace,
+        backfill_days = args.backfill_days,
+        "sending to Kafka at {brokers}"
+    );
     for m in messages {
         if shutdown.is_triggered() {
             break;
@@ -175,7 +200,11 @@ async fn to_kafka(args: Args, brokers: String) -> anyhow::Result<ExitCode> {
     }
     sink.flush().await?;
     let secs = started.elapsed().as_secs_f64();
-    eprintln!("sent {} messages in {secs:.1} s ({:.0} msgs/s)", sink.sent, sink.sent as f64 / secs.max(1e-9));
+    eprintln!(
+        "sent {} messages in {secs:.1} s ({:.0} msgs/s)",
+        sink.sent,
+        sink.sent as f64 / secs.max(1e-9)
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -205,6 +234,7 @@ fn load_replay(args: &Args, path: &std::path::Path) -> anyhow::Result<History> {
         }
         // Training units run to failure, so their failures become maintenance events on replay.
         Format::Cmapss => history::read_cmapss(path, &args.subset)?.train,
+        Format::Influx => anyhow::bail!("--replay reads files: use --format csv or cmapss"),
     })
 }
 
@@ -217,7 +247,12 @@ fn replay_messages(h: History) -> Vec<Message> {
             out.push(Message::Telemetry(maintcast_proto::Telemetry {
                 machine_id: m.machine_id.clone(),
                 ts_ms: m.ts[i],
-                sensors: m.sensors.iter().cloned().zip(m.row(i).iter().map(|&v| f64::from(v))).collect(),
+                sensors: m
+                    .sensors
+                    .iter()
+                    .cloned()
+                    .zip(m.row(i).iter().map(|&v| f64::from(v)))
+                    .collect(),
                 machine_type: m.machine_type.clone(),
                 site: m.site.clone(),
             }));
@@ -241,17 +276,66 @@ mod tests {
 
     #[test]
     fn fleet_messages_put_events_before_rows_and_stop() {
-        let cfg = FleetConfig { machines: 4, ..FleetConfig::default() };
+        let cfg = FleetConfig {
+            machines: 4,
+            ..FleetConfig::default()
+        };
         let steps = cfg.steps_for_days(20.0);
-        let msgs: Vec<Message> = fleet_messages(Fleet::new(cfg.clone()).unwrap(), Some(steps)).collect();
+        let msgs: Vec<Message> =
+            fleet_messages(Fleet::new(cfg.clone()).unwrap(), Some(steps)).collect();
         let h = Fleet::new(cfg).unwrap().run(steps);
-        let rows = msgs.iter().filter(|m| matches!(m, Message::Telemetry(_))).count();
+        let rows = msgs
+            .iter()
+            .filter(|m| matches!(m, Message::Telemetry(_)))
+            .count();
         assert_eq!(rows, h.readings.len());
         assert_eq!(msgs.len(), h.readings.len() + h.events.len());
         // Per machine, message times never go backwards.
         for id in h.machines.iter().map(|m| &m.id) {
-            let ts: Vec<i64> = msgs.iter().filter(|m| m.machine_id() == id).map(Message::ts_ms).collect();
+            let ts: Vec<i64> = msgs
+                .iter()
+                .filter(|m| m.machine_id() == id)
+                .map(Message::ts_ms)
+                .collect();
             assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{id}");
         }
+    }
+
+    #[test]
+    fn simulated_files_train_through_the_models_crate() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = <Args as clap::FromArgMatches>::from_arg_matches(
+            &<Args as clap::Args>::augment_args(clap::Command::new("t")).get_matches_from(
+                ["t", "--machines", "6", "--days", "40", "--out"]
+                    .into_iter()
+                    .chain([dir.path().to_str().unwrap()]),
+            ),
+        )
+        .unwrap();
+        write_files(&args, dir.path()).unwrap();
+        let h = history::read_csv(
+            &dir.path().join("telemetry.csv"),
+            Some(&dir.path().join("events.csv")),
+        )
+        .unwrap();
+        assert_eq!(h.machines.len(), 6);
+        assert!(h.machines.iter().any(|m| !m.events.is_empty()));
+        let mut cfg = maintcast_models::config::Config::default();
+        cfg.data.step = 8;
+        cfg.model.hidden = vec![8];
+        cfg.train.epochs = 1;
+        let trained = maintcast_models::pipeline::train_model(
+            &h,
+            &cfg,
+            &candle_core::Device::Cpu,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(
+            trained.card.features.len(),
+            maintcast_simulator::SENSORS.len()
+        );
+        let mae = trained.card.metrics["val"]["mae"].as_f64().unwrap();
+        assert!(mae.is_finite() && mae > 0.0, "val MAE {mae}");
     }
 }

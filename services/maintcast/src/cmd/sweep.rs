@@ -53,6 +53,9 @@ pub struct Args {
     /// List the runs the grid (and sample) gives, and which are finished, without training.
     #[arg(long)]
     dry_run: bool,
+    /// Train nothing; write the leaderboard and chart of the runs that already finished.
+    #[arg(long, conflicts_with = "dry_run")]
+    report_only: bool,
     /// Publish the best run as a new version of this model (needs --registry).
     #[arg(long, requires = "registry")]
     promote: Option<String>,
@@ -122,19 +125,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         device: device.clone(),
         data_id,
         model_name: args.promote.clone().unwrap_or_else(|| grid.name.clone()),
-        influx: TrainingRunSink::from_env()?,
+        influx: if args.report_only {
+            None
+        } else {
+            TrainingRunSink::from_env()?
+        },
+        report_only: args.report_only,
     };
     let outcome = sweep::run(&grid, &runs, &history, &opts)?;
     if let Some(sink) = &opts.influx {
         sink.finish();
     }
     println!(
-        "sweep {} ({}): {} trained, {} already finished, {} failed\n",
+        "sweep {} ({}): {} trained, {} already finished, {} failed, {} not run\n",
         outcome.sweep_id,
         grid.name,
         outcome.trained,
         outcome.skipped,
-        outcome.failed.len()
+        outcome.failed.len(),
+        runs.len() - outcome.trained - outcome.skipped - outcome.failed.len()
     );
     print!("{}", leaderboard::markdown(&outcome.results));
     println!(

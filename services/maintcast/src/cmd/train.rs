@@ -15,6 +15,9 @@ pub enum Format {
     Csv,
     /// NASA C-MAPSS `train_/test_/RUL_<subset>.txt`.
     Cmapss,
+    /// The `telemetry` and `maintenance_event` measurements in InfluxDB (trainer service:
+    /// `--once` / `--every`).
+    Influx,
 }
 
 /// Where history comes from; shared with `eval`.
@@ -24,8 +27,8 @@ pub struct DataArgs {
     #[arg(long, env = "MAINTCAST_FORMAT", value_enum)]
     pub format: Format,
     /// CSV: telemetry file or a directory with telemetry.csv (+ events.csv); C-MAPSS: its directory.
-    #[arg(long, env = "MAINTCAST_DATA")]
-    pub data: PathBuf,
+    #[arg(long, env = "MAINTCAST_DATA", required_if_eq_any([("format", "csv"), ("format", "cmapss")]))]
+    pub data: Option<PathBuf>,
     /// C-MAPSS subset.
     #[arg(long, env = "MAINTCAST_SUBSET", default_value = "FD001")]
     pub subset: String,
@@ -41,12 +44,19 @@ pub enum Loaded {
 
 impl DataArgs {
     pub fn load(&self) -> anyhow::Result<Loaded> {
+        let data = self
+            .data
+            .as_deref()
+            .context("--data is required with --format csv|cmapss")?;
         Ok(match self.format {
             Format::Csv => {
-                let (tel, ev) = history::csv_paths(&self.data, self.events.as_deref());
+                let (tel, ev) = history::csv_paths(data, self.events.as_deref());
                 Loaded::Csv(history::read_csv(&tel, ev.as_deref())?)
             }
-            Format::Cmapss => Loaded::Cmapss(history::read_cmapss(&self.data, &self.subset)?),
+            Format::Cmapss => Loaded::Cmapss(history::read_cmapss(data, &self.subset)?),
+            Format::Influx => anyhow::bail!(
+                "--format influx is read by the trainer service: add --once or --every DURATION"
+            ),
         })
     }
 }
@@ -73,9 +83,15 @@ pub struct Args {
     /// Make the new version CURRENT (the first version of a model always becomes CURRENT).
     #[arg(long, env = "MAINTCAST_PROMOTE")]
     pub promote: bool,
+    /// The trainer service (maintcast_trainer::service): rounds with a champion/challenger gate.
+    #[command(flatten, next_help_heading = "Trainer service")]
+    pub service: maintcast_trainer::service::ServiceArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.service.enabled() {
+        return run_service(args);
+    }
     let mut cfg = match &args.config {
         Some(p) => Config::load(p)?,
         None => Config::default(),
@@ -128,8 +144,47 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dir = args.registry.join(&args.name).join(&version);
     tracing::info!(
         "trained in {train_s:.1}s; version {version}{}",
-        if args.promote || first { " (CURRENT)" } else { "" }
+        if args.promote || first {
+            " (CURRENT)"
+        } else {
+            ""
+        }
     );
     println!("{}", dir.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--once` / `--every`: the trainer service, reading history from InfluxDB (`--format influx`) or
+/// re-reading the files every round.
+fn run_service(args: Args) -> anyhow::Result<ExitCode> {
+    use maintcast_trainer::service::{self, HistorySource, ServiceConfig};
+    let mut recipe = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(seed) = args.seed {
+        recipe.train.seed = seed;
+    }
+    let from_influx = matches!(args.data.format, Format::Influx);
+    let source = if from_influx {
+        HistorySource::Influx
+    } else {
+        let data = args.data;
+        HistorySource::Files(Box::new(move || {
+            Ok(match data.load()? {
+                Loaded::Csv(h) => h,
+                Loaded::Cmapss(c) => c.train,
+            })
+        }))
+    };
+    let code = service::run_blocking(ServiceConfig {
+        registry: args.registry,
+        name: args.name,
+        recipe,
+        device: args.device,
+        source,
+        influx: service::influx_from_env(from_influx)?,
+        args: args.service,
+    })?;
+    Ok(ExitCode::from(code))
 }
