@@ -11,7 +11,8 @@ use candle_nn::{VarBuilder, VarMap};
 use maintcast_common::config::Secret;
 use maintcast_common::influx::InfluxConfig;
 use maintcast_common::shutdown::Shutdown;
-use maintcast_e2e::{create_topic, influx, kafka_brokers, unique};
+use maintcast_e2e::ingest::{create_topics, service_config};
+use maintcast_e2e::{influx, kafka_brokers, unique};
 use maintcast_models::metrics::IntervalSpec;
 use maintcast_models::network::{ArchConfig, Network};
 use maintcast_models::scaler::{Scaler, ScalerKind};
@@ -252,35 +253,6 @@ fn offline_forecasts(
     out
 }
 
-fn service_config(
-    brokers: &str,
-    registry_dir: &Path,
-    model: &str,
-    run: &str,
-) -> maintcast_ingest::Config {
-    let env = influx();
-    let influx = InfluxConfig {
-        url: env.url,
-        org: env.org,
-        bucket: env.bucket,
-        token: Secret::new(env.token),
-    };
-    let mut c = maintcast_ingest::Config::new(brokers, influx, registry_dir.to_path_buf());
-    c.group_id = format!("{run}-group");
-    c.topics = maintcast_ingest::Topics {
-        telemetry: format!("{run}-telemetry"),
-        events: format!("{run}-events"),
-        dlq: format!("{run}-dlq"),
-        alerts: format!("{run}-alerts"),
-        checkpoint: format!("{run}-checkpoint"),
-    };
-    c.model = model.into();
-    c.batch_size = 16;
-    c.commit_interval = Duration::from_millis(500);
-    c.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    c
-}
-
 async fn forecasts_in_influx(model: &str) -> Vec<HashMap<String, String>> {
     let env = influx();
     let flux = format!(
@@ -379,12 +351,6 @@ async fn crash_then_restart_resumes_from_checkpointed_windows() {
         .unwrap()
         .unwrap();
     check_committed(&brokers, &telemetry_topic, &format!("{run}-group"));
-}
-
-async fn create_topics(brokers: &str, run: &str) {
-    for (suffix, partitions) in [("telemetry", 3), ("events", 3), ("dlq", 1), ("alerts", 1)] {
-        create_topic(brokers, &format!("{run}-{suffix}"), partitions).await;
-    }
 }
 
 /// Waits until InfluxDB holds as many forecasts of `model` as expected, then compares each with

@@ -2,8 +2,7 @@
 //! killing a process while it writes versions never leaves the registry unloadable or CURRENT
 //! pointing at something incomplete.
 
-#[path = "trainer_fleet.rs"]
-mod fleet;
+use maintcast_e2e::fleet;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

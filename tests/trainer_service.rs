@@ -2,14 +2,11 @@
 //! -> `maintcast train --once` -> the champion/challenger gate decides; `training_run` points,
 //! TensorBoard files and realized accuracy come along.
 
-#[path = "trainer_fleet.rs"]
-mod fleet;
-
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use influxdb2::api::write::TimestampPrecision;
 use influxdb2::models::DataPoint;
+use maintcast_e2e::fleet::{self, card, train_once};
 use maintcast_e2e::{InfluxEnv, influx, unique};
 use maintcast_models::registry as reg;
 
@@ -54,54 +51,6 @@ fn history_points(f: &fleet::Fleet, machine_type: &str) -> Vec<DataPoint> {
         );
     }
     out
-}
-
-fn train_once(
-    env: &InfluxEnv,
-    root: &Path,
-    name: &str,
-    machine_type: &str,
-    extra: &[&str],
-) -> Output {
-    let r = root.join("registry");
-    let cfg = root.join("tiny.toml");
-    let tb = root.join("tb");
-    let mut args = vec![
-        "train",
-        "--once",
-        "--format",
-        "influx",
-        "--machine-type",
-        machine_type,
-        "--config",
-        cfg.to_str().unwrap(),
-        "--registry",
-        r.to_str().unwrap(),
-        "--name",
-        name,
-        "--tensorboard",
-        tb.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let o = Command::new(fleet::maintcast_bin())
-        .args(&args)
-        .env("MAINTCAST_INFLUX_URL", &env.url)
-        .env("MAINTCAST_INFLUX_ORG", &env.org)
-        .env("MAINTCAST_INFLUX_BUCKET", &env.bucket)
-        .env("MAINTCAST_INFLUX_TOKEN", &env.token)
-        .output()
-        .unwrap();
-    eprintln!(
-        "--- train {extra:?}: exit {:?}\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
-
-fn card(root: &Path, name: &str, v: &str) -> serde_json::Value {
-    let p = root.join("registry").join(name).join(v).join("model.json");
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

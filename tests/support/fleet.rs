@@ -1,9 +1,12 @@
 //! A small synthetic fleet for the trainer tests: each machine wears out over runs of 30-60 days
 //! (one row per 6 hours), a maintenance event ends each run. `wear` rises towards the event, so a
-//! model can learn days-to-maintenance from it; `noise` carries nothing.
-#![allow(dead_code)] // each test binary uses a different part of this module
+//! model can learn days-to-maintenance from it; `noise` carries nothing. Also the ways the tests
+//! run `maintcast train` on it and read what it published.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::InfluxEnv;
 
 pub const HOUR_MS: i64 = 3_600_000;
 pub const DAY_MS: i64 = 24 * HOUR_MS;
@@ -59,11 +62,13 @@ impl Fleet {
     /// `telemetry.csv` and `events.csv` in `dir`, as `maintcast train --format csv` reads them.
     pub fn write_csv(&self, dir: &Path) -> PathBuf {
         std::fs::create_dir_all(dir).unwrap();
-        let mut t = String::from("machine_id,ts,wear,noise\n");
+        // Sensors in name order, as the InfluxDB history orders them: a model trained from either
+        // source then has the same feature order, which the ingest service's hot reload requires.
+        let mut t = String::from("machine_id,ts,noise,wear\n");
         for r in &self.rows {
             t.push_str(&format!(
                 "{},{},{},{}\n",
-                r.machine, r.ts_ms, r.wear, r.noise
+                r.machine, r.ts_ms, r.noise, r.wear
             ));
         }
         std::fs::write(dir.join("telemetry.csv"), t).unwrap();
@@ -104,4 +109,59 @@ pub fn maintcast_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// `maintcast train --once --format influx` for the machines tagged `machine_type`, with the
+/// recipe `root/tiny.toml`, the registry `root/registry` and TensorBoard files under `root/tb`.
+pub fn train_once(
+    env: &InfluxEnv,
+    root: &Path,
+    name: &str,
+    machine_type: &str,
+    extra: &[&str],
+) -> Output {
+    let r = root.join("registry");
+    let cfg = root.join("tiny.toml");
+    let tb = root.join("tb");
+    let mut args = vec![
+        "train",
+        "--once",
+        "--format",
+        "influx",
+        "--machine-type",
+        machine_type,
+        "--config",
+        cfg.to_str().unwrap(),
+        "--registry",
+        r.to_str().unwrap(),
+        "--name",
+        name,
+        "--tensorboard",
+        tb.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = Command::new(maintcast_bin())
+        .args(&args)
+        .env("MAINTCAST_INFLUX_URL", &env.url)
+        .env("MAINTCAST_INFLUX_ORG", &env.org)
+        .env("MAINTCAST_INFLUX_BUCKET", &env.bucket)
+        .env("MAINTCAST_INFLUX_TOKEN", &env.token)
+        .output()
+        .unwrap();
+    eprintln!(
+        "--- train {extra:?}: exit {:?}\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// The card of `name`/`version` in `root/registry`.
+pub fn card(root: &Path, name: &str, version: &str) -> serde_json::Value {
+    let p = root
+        .join("registry")
+        .join(name)
+        .join(version)
+        .join("model.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }

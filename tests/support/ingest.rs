@@ -1,0 +1,49 @@
+//! Running the ingest service in a test: topics and configuration private to one run, so tests
+//! never consume each other's messages.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use maintcast_common::config::Secret;
+use maintcast_common::influx::InfluxConfig;
+
+use crate::{create_topic, influx};
+
+/// The topics of run `run`: `{run}-telemetry`, `{run}-events`, `{run}-dlq`, `{run}-alerts`.
+pub async fn create_topics(brokers: &str, run: &str) {
+    for (suffix, partitions) in [("telemetry", 3), ("events", 3), ("dlq", 1), ("alerts", 1)] {
+        create_topic(brokers, &format!("{run}-{suffix}"), partitions).await;
+    }
+}
+
+/// A service reading run `run`'s topics in its own consumer group, serving `model` from
+/// `registry_dir`, with small batches and frequent commits so tests see results quickly.
+pub fn service_config(
+    brokers: &str,
+    registry_dir: &Path,
+    model: &str,
+    run: &str,
+) -> maintcast_ingest::Config {
+    let env = influx();
+    let influx = InfluxConfig {
+        url: env.url,
+        org: env.org,
+        bucket: env.bucket,
+        token: Secret::new(env.token),
+    };
+    let mut c = maintcast_ingest::Config::new(brokers, influx, registry_dir.to_path_buf());
+    c.group_id = format!("{run}-group");
+    c.topics = maintcast_ingest::Topics {
+        telemetry: format!("{run}-telemetry"),
+        events: format!("{run}-events"),
+        dlq: format!("{run}-dlq"),
+        alerts: format!("{run}-alerts"),
+        checkpoint: format!("{run}-checkpoint"),
+    };
+    c.model = model.into();
+    c.batch_size = 16;
+    c.commit_interval = Duration::from_millis(500);
+    c.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    c
+}
