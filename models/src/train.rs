@@ -134,6 +134,13 @@ pub fn fit(
     let varmap = VarMap::new();
     let network = Network::new(VarBuilder::from_varmap(&varmap, DType::F32, device), arch)?;
     init_weights(&varmap, seed)?;
+    // Start the head at the mean label. From zero, the fastest way to the mean of labels near 100
+    // is to saturate the LSTM units (an optimizer moves the lone bias by ~lr a step), and a
+    // saturated network stops learning from its inputs: FD001 runs got stuck predicting the mean.
+    let mean = train.y.iter().map(|&v| v as f64).sum::<f64>() / train.len() as f64;
+    if let Some(bias) = varmap.data().lock().unwrap().get("head.bias") {
+        bias.set(&Tensor::new(&[mean as f32], device)?)?;
+    }
     let mut names: Vec<String> = varmap.data().lock().unwrap().keys().cloned().collect();
     names.sort();
     let vars: Vec<Var> = {

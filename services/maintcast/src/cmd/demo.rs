@@ -29,13 +29,13 @@ pub struct Args {
     /// Fleet seed (the same seed gives the same fleet and the same demo).
     #[arg(long, env = "MAINTCAST_SEED", default_value_t = 42)]
     pub seed: u64,
-    #[arg(long, env = "MAINTCAST_MACHINES", default_value_t = 20)]
+    #[arg(long, env = "MAINTCAST_MACHINES", default_value_t = 24)]
     pub machines: usize,
     /// Days of history simulated for training (and for fitting the baseline).
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = 90.0)]
     pub history_days: f64,
     /// Days of live telemetry streamed after training.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 14.0)]
     pub live_days: f64,
     /// Keep streaming until Ctrl-C instead of stopping after --live-days.
     #[arg(long)]
@@ -47,8 +47,17 @@ pub struct Args {
     #[arg(long, default_value = "models/pretrained")]
     pub model_dir: PathBuf,
     /// Training epochs (early stopping may end sooner).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 12)]
     pub epochs: usize,
+    /// Learning rate for the demo's training.
+    #[arg(long, default_value_t = 3e-3)]
+    pub lr: f64,
+    /// Epochs without a better validation loss before training stops early.
+    #[arg(long, default_value_t = 6)]
+    pub patience: usize,
+    /// Rows between consecutive training windows (larger trains faster on fewer windows).
+    #[arg(long, default_value_t = 4)]
+    pub train_step: usize,
     /// Wall time per simulated sampling interval while streaming (0: as fast as possible).
     #[arg(long, default_value = "15ms", value_parser = humantime::parse_duration)]
     pub tick: Duration,
@@ -74,8 +83,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     anyhow::ensure!(args.live_days > 0.0, "--live-days must be positive");
     anyhow::ensure!(
-        args.batch > 0 && args.epochs > 0,
-        "--batch and --epochs must be at least 1"
+        args.batch > 0 && args.epochs > 0 && args.train_step > 0,
+        "--batch, --epochs and --train-step must be at least 1"
     );
     let started = Instant::now();
     let device = parse_device(&args.device)?;
@@ -159,12 +168,18 @@ fn train(
 ) -> anyhow::Result<()> {
     // Small and quick: the demo should finish in minutes on two cores; `maintcast train` is for real.
     let mut cfg = Config::default();
-    cfg.data.step = 8;
+    cfg.data.step = args.train_step;
     cfg.model.hidden = vec![32, 32];
     cfg.model.dropout = 0.1;
     cfg.train.epochs = args.epochs;
-    cfg.train.patience = 4;
-    cfg.train.lr = 3e-3;
+    cfg.train.patience = args.patience;
+    cfg.train.lr = args.lr;
+    // Decaying the rate settles the weights in the last epochs, where a constant rate left the
+    // validation error jumping by a day from one epoch to the next.
+    cfg.train.schedule = maintcast_models::optim::Schedule::Cosine {
+        min_lr: args.lr / 10.0,
+        epochs: None,
+    };
     cfg.train.seed = args.seed;
     let bar = ProgressBar::new(args.epochs as u64);
     bar.set_style(
@@ -173,7 +188,13 @@ fn train(
         )
         .expect("valid template"),
     );
-    bar.enable_steady_tick(Duration::from_millis(200));
+    // Without a terminal the bar draws nothing, so a plain line per epoch keeps logs readable.
+    let plain = !std::io::stderr().is_terminal();
+    if plain {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    } else {
+        bar.enable_steady_tick(Duration::from_millis(200));
+    }
     let trained = pipeline::train_model(history, &cfg, device, &mut |_, r| {
         bar.set_position(r.epoch as u64);
         bar.set_message(format!(
@@ -181,6 +202,18 @@ fn train(
             r.val_mae,
             if r.best { " (best)" } else { "" }
         ));
+        if plain {
+            eprintln!(
+                "  epoch {:>2}/{}  train loss {:>8.3}  val MAE {:>6.2} d  lr {:.1e}  {:>5.1} s{}",
+                r.epoch,
+                args.epochs,
+                r.train_loss,
+                r.val_mae,
+                r.lr,
+                r.elapsed_s,
+                if r.best { "  (best)" } else { "" }
+            );
+        }
     })?;
     bar.finish();
     let mut card = trained.card.clone();

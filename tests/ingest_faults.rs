@@ -1,0 +1,289 @@
+//! The ingest service under the faults a deployment sees, against the real Kafka and InfluxDB:
+//! a model promoted mid-stream, InfluxDB down for half a minute, an instance of a consumer group
+//! stopping. In each, every expected forecast ends up in InfluxDB with the offline value.
+//!
+//! The tests run one at a time: the InfluxDB outage would fail the others' queries.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use maintcast_common::shutdown::Shutdown;
+use maintcast_e2e::ingest::{create_topics, service_config};
+use maintcast_e2e::stream::{
+    WINDOW, assert_forecasts, check_committed, make_model, new_fleet, offline_forecasts,
+    offline_forecasts_by, producer, publish_model, send_fleet,
+};
+use maintcast_e2e::{kafka_brokers, unique};
+use maintcast_models::registry;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tokio::task::JoinHandle;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn stop(shutdown: Shutdown, service: JoinHandle<anyhow::Result<()>>) {
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(60), service)
+        .await
+        .expect("service stops within 60 s")
+        .expect("service task")
+        .expect("service exits cleanly");
+}
+
+/// Version A serves the first rows; B is published and promoted; the rest of the stream is
+/// forecast by B. Every window is forecast exactly once (the count would show a window written
+/// under both versions) and with the value of the version that claims it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_model_promoted_mid_stream_serves_the_rest_with_no_forecast_lost() {
+    let _serial = SERIAL.lock().await;
+    let brokers = kafka_brokers();
+    let run = unique("faults-promote");
+    create_topics(&brokers, &run).await;
+    let reg = tempfile::tempdir().unwrap();
+    let model = run.replace('-', "_");
+    let a = make_model(reg.path(), &model, 21);
+    let producer = producer(&brokers);
+    let topic = format!("{run}-telemetry");
+    let machines = 4;
+    let mut fleet = new_fleet(&run, machines);
+    send_fleet(&producer, &topic, &mut fleet, 0..20).await;
+
+    let mut config = service_config(&brokers, reg.path(), &model, &run);
+    config.reload_interval = Duration::from_millis(200);
+    let shutdown = Shutdown::new();
+    let service = tokio::spawn(maintcast_ingest::run(config, shutdown.clone()));
+    let mut expected = offline_forecasts_by(reg.path(), &model, &a, &fleet, 0..20);
+    assert_eq!(expected.len(), machines * (20 - WINDOW + 1));
+    assert_forecasts(&model, &expected, &[&service]).await;
+
+    let b = publish_model(reg.path(), &model, 22);
+    assert_ne!(a, b);
+    registry::promote(reg.path(), &model, &b).unwrap();
+    // Past the reload interval, so the next batch is the first B serves.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    send_fleet(&producer, &topic, &mut fleet, 20..30).await;
+    let by_b = offline_forecasts_by(reg.path(), &model, &b, &fleet, 20..30);
+    let by_a = offline_forecasts_by(reg.path(), &model, &a, &fleet, 20..30);
+    // Otherwise a forecast by A would pass for one by B.
+    assert!(
+        by_b.iter()
+            .all(|(k, e)| (e.days - by_a[k].days).abs() > 1e-3),
+        "versions A and B must forecast differently for the check to mean anything"
+    );
+    expected.extend(by_b);
+    assert_eq!(expected.len(), machines * (30 - WINDOW + 1));
+    assert_forecasts(&model, &expected, &[&service]).await;
+    stop(shutdown, service).await;
+    check_committed(&brokers, &topic, &format!("{run}-group"));
+}
+
+fn infra(command: &str) -> bool {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/infra.sh");
+    Command::new(script)
+        .arg(command)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// InfluxDB stopped while it lives; started again however the test ends, since other tests on
+/// this machine need it.
+struct InfluxOutage {
+    stopped: bool,
+}
+
+impl InfluxOutage {
+    fn begin() -> Self {
+        let outage = InfluxOutage { stopped: true };
+        assert!(
+            infra("stop-influxdb"),
+            "deploy/infra.sh stop-influxdb failed"
+        );
+        outage
+    }
+
+    fn end(&mut self) {
+        if self.stopped {
+            self.stopped = false;
+            assert!(
+                infra("start-influxdb"),
+                "deploy/infra.sh start-influxdb failed"
+            );
+        }
+    }
+}
+
+impl Drop for InfluxOutage {
+    fn drop(&mut self) {
+        if self.stopped && !infra("start-influxdb") {
+            eprintln!("could not restart InfluxDB: run `deploy/infra.sh start-influxdb`");
+        }
+    }
+}
+
+/// InfluxDB is down for 30 s while rows keep coming: the writes are retried until it is back,
+/// and then every forecast is there, none differing from the offline computation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn influxdb_down_for_30_s_loses_no_forecast() {
+    let _serial = SERIAL.lock().await;
+    let brokers = kafka_brokers();
+    let run = unique("faults-influx");
+    create_topics(&brokers, &run).await;
+    let reg = tempfile::tempdir().unwrap();
+    let model = run.replace('-', "_");
+    make_model(reg.path(), &model, 31);
+    let producer = producer(&brokers);
+    let topic = format!("{run}-telemetry");
+    let machines = 4;
+    let mut fleet = new_fleet(&run, machines);
+    send_fleet(&producer, &topic, &mut fleet, 0..15).await;
+    let shutdown = Shutdown::new();
+    let service = tokio::spawn(maintcast_ingest::run(
+        service_config(&brokers, reg.path(), &model, &run),
+        shutdown.clone(),
+    ));
+    assert_forecasts(
+        &model,
+        &offline_forecasts(reg.path(), &model, &fleet),
+        &[&service],
+    )
+    .await;
+
+    let mut outage = InfluxOutage::begin();
+    let down = Instant::now();
+    send_fleet(&producer, &topic, &mut fleet, 15..30).await;
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(down.elapsed())).await;
+    assert!(
+        !service.is_finished(),
+        "the service must ride out the outage"
+    );
+    outage.end();
+    eprintln!(
+        "InfluxDB was down for {:.1} s",
+        down.elapsed().as_secs_f64()
+    );
+
+    let expected = offline_forecasts(reg.path(), &model, &fleet);
+    assert_eq!(expected.len(), machines * (30 - WINDOW + 1));
+    assert_forecasts(&model, &expected, &[&service]).await;
+    stop(shutdown, service).await;
+    check_committed(&brokers, &topic, &format!("{run}-group"));
+}
+
+/// The telemetry partitions each member of `group` holds, from the group's description (the
+/// classic consumer protocol's assignment: version, [topic, [partition]], user data).
+fn telemetry_assignments(brokers: &str, group: &str, topic: &str) -> Vec<Vec<i32>> {
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let groups = probe
+        .fetch_group_list(Some(group), Duration::from_secs(10))
+        .expect("describing the consumer group");
+    let Some(g) = groups.groups().iter().find(|g| g.name() == group) else {
+        return Vec::new();
+    };
+    if g.state() != "Stable" {
+        return Vec::new();
+    }
+    g.members()
+        .iter()
+        .map(|m| parse_assignment(m.assignment().unwrap_or(&[]), topic))
+        .collect()
+}
+
+fn parse_assignment(bytes: &[u8], topic: &str) -> Vec<i32> {
+    let mut rest = bytes.get(2..).unwrap_or(&[]);
+    let mut take = |n: usize| {
+        let (head, tail) = rest.split_at(n.min(rest.len()));
+        assert_eq!(head.len(), n, "truncated assignment {bytes:?}");
+        rest = tail;
+        head
+    };
+    let int = |b: &[u8]| i32::from_be_bytes(b.try_into().unwrap());
+    let mut partitions = Vec::new();
+    if bytes.len() < 6 {
+        return partitions;
+    }
+    for _ in 0..int(take(4)) {
+        let len = i16::from_be_bytes(take(2).try_into().unwrap()) as usize;
+        let name = String::from_utf8_lossy(take(len)).into_owned();
+        for _ in 0..int(take(4)) {
+            let p = int(take(4));
+            if name == topic {
+                partitions.push(p);
+            }
+        }
+    }
+    partitions.sort_unstable();
+    partitions
+}
+
+/// Two instances in one group split the partitions; the one stopped (gracefully) hands its
+/// machines to the other with their windows: five new rows per machine, fewer than a window,
+/// are each forecast, which only a restored window allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_instance_hands_its_machines_and_windows_to_the_other() {
+    let _serial = SERIAL.lock().await;
+    let brokers = kafka_brokers();
+    let run = unique("faults-group");
+    create_topics(&brokers, &run).await;
+    let reg = tempfile::tempdir().unwrap();
+    let model = run.replace('-', "_");
+    make_model(reg.path(), &model, 41);
+    let producer = producer(&brokers);
+    let topic = format!("{run}-telemetry");
+    let group = format!("{run}-group");
+    let machines = 6;
+    let mut fleet = new_fleet(&run, machines);
+    fleet.partitions = Some(3);
+
+    let start = || {
+        let shutdown = Shutdown::new();
+        let service = tokio::spawn(maintcast_ingest::run(
+            service_config(&brokers, reg.path(), &model, &run),
+            shutdown.clone(),
+        ));
+        (shutdown, service)
+    };
+    let (stop_a, a) = start();
+    let (stop_b, b) = start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let split = loop {
+        let split = telemetry_assignments(&brokers, &group, &topic);
+        if split.len() == 2 && split.iter().all(|p| !p.is_empty()) {
+            break split;
+        }
+        assert!(Instant::now() < deadline, "no two-way split: {split:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        split.concat().len(),
+        3,
+        "every partition assigned once: {split:?}"
+    );
+
+    send_fleet(&producer, &topic, &mut fleet, 0..20).await;
+    let expected = offline_forecasts(reg.path(), &model, &fleet);
+    assert_forecasts(&model, &expected, &[&a, &b]).await;
+
+    stop(stop_a, a).await;
+    let stopped = Instant::now();
+    send_fleet(&producer, &topic, &mut fleet, 20..25).await;
+    let expected: HashMap<_, _> = offline_forecasts(reg.path(), &model, &fleet);
+    assert_eq!(expected.len(), machines * (25 - WINDOW + 1));
+    assert_forecasts(&model, &expected, &[&b]).await;
+    eprintln!(
+        "forecasts of the handed-over machines {:.1} s after the first instance stopped",
+        stopped.elapsed().as_secs_f64()
+    );
+    let after = telemetry_assignments(&brokers, &group, &topic);
+    assert_eq!(
+        after,
+        vec![vec![0, 1, 2]],
+        "the survivor holds every partition"
+    );
+    stop(stop_b, b).await;
+    check_committed(&brokers, &topic, &group);
+}

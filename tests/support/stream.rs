@@ -1,0 +1,349 @@
+//! A small model and a fleet streamed to the ingest service: a model published in a registry, a
+//! fleet of machines sent to Kafka (JSON and Protobuf mixed), the forecasts the model computes
+//! offline for that fleet, and the checks of what reached InfluxDB.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use maintcast_models::metrics::IntervalSpec;
+use maintcast_models::network::{ArchConfig, Network};
+use maintcast_models::scaler::{Scaler, ScalerKind};
+use maintcast_models::{Forecaster, ModelCard, TargetSpec, artifact, registry};
+use maintcast_proto::Telemetry;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::influx;
+
+pub const FEATURES: [&str; 3] = ["temp", "vibration", "pressure"];
+pub const WINDOW: usize = 10;
+
+/// Publishes a small randomly initialised model as the next version of `name` in `registry_dir`
+/// and returns that version; CURRENT is left alone.
+pub fn publish_model(registry_dir: &Path, name: &str, seed: u64) -> String {
+    let arch = ArchConfig {
+        n_features: FEATURES.len(),
+        hidden: vec![8],
+        dropout: 0.0,
+    };
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    Network::new(vb, &arch).expect("network");
+    maintcast_models::train::init_weights(&varmap, seed).expect("init");
+    let card = ModelCard {
+        name: name.into(),
+        version: String::new(),
+        features: FEATURES.iter().map(|s| s.to_string()).collect(),
+        window: WINDOW,
+        min_rows: WINDOW,
+        target: TargetSpec {
+            name: "days_to_maintenance".into(),
+            cap: 100.0,
+        },
+        scaler: Scaler {
+            kind: ScalerKind::MinMax,
+            offset: vec![50.0, 0.0, 1.0],
+            scale: vec![50.0, 2.0, 4.0],
+        },
+        arch,
+        interval: IntervalSpec {
+            lower_quantile: 0.1,
+            upper_quantile: 0.9,
+            lower_offset: -2.0,
+            upper_offset: 3.0,
+            n_calibration: 10,
+        },
+        members: 1,
+        training: serde_json::json!({}),
+        data: serde_json::json!({}),
+        metrics: serde_json::json!({}),
+        weights_sha256: String::new(),
+        parent_version: None,
+        created_at: "2026-11-29T00:00:00Z".into(),
+    };
+    let staged = tempfile::tempdir().expect("tempdir");
+    artifact::save(staged.path(), card, &[&varmap]).expect("save model");
+    registry::publish(registry_dir, name, staged.path()).expect("publish")
+}
+
+/// A small randomly initialised model, published and promoted in `registry_dir`.
+pub fn make_model(registry_dir: &Path, name: &str, seed: u64) -> String {
+    let version = publish_model(registry_dir, name, seed);
+    registry::promote(registry_dir, name, &version).expect("promote");
+    version
+}
+
+fn sensor_row(machine: usize, i: usize) -> Vec<f64> {
+    let t = i as f64;
+    vec![
+        50.0 + 3.0 * machine as f64 + t * 0.7,
+        0.5 + 0.05 * t + 0.01 * machine as f64,
+        2.0 + (t * 0.3).sin(),
+    ]
+}
+
+/// One row as the service should see it after filling: (ts, raw values in feature order).
+pub type Row = (i64, Vec<f32>);
+
+pub struct Fleet {
+    /// Per machine: its id and rows.
+    pub rows: Vec<(String, Vec<Row>)>,
+    pub base_ms: i64,
+    /// When set, machine `m` is sent to partition `m % partitions` rather than by key hash, so a
+    /// test knows every partition holds machines.
+    pub partitions: Option<i32>,
+}
+
+pub fn new_fleet(run: &str, machines: usize) -> Fleet {
+    Fleet {
+        rows: (0..machines)
+            .map(|m| (format!("{run}-m{m}"), Vec::new()))
+            .collect(),
+        base_ms: chrono::Utc::now().timestamp_millis() - 2 * 24 * 3600 * 1000,
+        partitions: None,
+    }
+}
+
+pub fn producer(brokers: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("Kafka producer")
+}
+
+pub async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    ct: Option<&str>,
+) {
+    produce_to(producer, topic, None, key, payload, ct).await
+}
+
+/// As [`produce`], to `partition` when given.
+pub async fn produce_to(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: Option<i32>,
+    key: &str,
+    payload: &[u8],
+    ct: Option<&str>,
+) {
+    let mut record = FutureRecord::to(topic).key(key).payload(payload);
+    if let Some(p) = partition {
+        record = record.partition(p);
+    }
+    if let Some(ct) = ct {
+        record = record.headers(OwnedHeaders::new().insert(Header {
+            key: "content-type",
+            value: Some(ct),
+        }));
+    }
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .expect("produce");
+}
+
+/// Sends rows `rows` of every machine, mixing JSON and Protobuf, with one NaN value (filled from
+/// the last good one) and one duplicate row (ignored).
+pub async fn send_fleet(
+    producer: &FutureProducer,
+    topic: &str,
+    fleet: &mut Fleet,
+    rows: std::ops::Range<usize>,
+) {
+    let base = fleet.base_ms;
+    let pinned = fleet.partitions;
+    for i in rows {
+        for (m, (id, expected)) in fleet.rows.iter_mut().enumerate() {
+            let partition = pinned.map(|n| m as i32 % n);
+            let mut values = sensor_row(m, i);
+            let ts = base + (i as i64) * 60_000;
+            if m == 0 && i == 15 {
+                values[1] = f64::NAN;
+            }
+            let t = Telemetry {
+                machine_id: id.clone(),
+                ts_ms: ts,
+                sensors: FEATURES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .zip(values.iter().copied())
+                    .collect(),
+                machine_type: Some("press".into()),
+                site: Some(format!("site{}", m % 2)),
+            };
+            if m % 2 == 1 {
+                let ct = Some("application/x-protobuf");
+                produce_to(producer, topic, partition, id, &t.to_protobuf(), ct).await;
+            } else {
+                produce_to(producer, topic, partition, id, &t.to_json(), None).await;
+            }
+            if m == 2 && i == 5 {
+                let ct = Some("application/json");
+                produce_to(producer, topic, partition, id, &t.to_json(), ct).await;
+            }
+            let mut filled: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+            if let Some((_, prev)) = expected.last() {
+                for (f, p) in filled.iter_mut().zip(prev) {
+                    if !f.is_finite() {
+                        *f = *p;
+                    }
+                }
+            }
+            expected.push((ts, filled));
+        }
+    }
+}
+
+/// What one forecast must be: the offline value and the model version that made it.
+#[derive(Debug, Clone)]
+pub struct Expected {
+    pub days: f32,
+    pub version: String,
+}
+
+/// The forecast of every full window whose last row index is in `rows`, for every machine,
+/// computed offline by `version` of `name`.
+pub fn offline_forecasts_by(
+    registry_dir: &Path,
+    name: &str,
+    version: &str,
+    fleet: &Fleet,
+    rows: std::ops::Range<usize>,
+) -> HashMap<(String, i64), Expected> {
+    let f = Forecaster::load(&registry_dir.join(name).join(version), &Device::Cpu).unwrap();
+    let nf = FEATURES.len();
+    let mut out = HashMap::new();
+    for (id, machine_rows) in &fleet.rows {
+        for end in WINDOW..=machine_rows.len() {
+            if !rows.contains(&(end - 1)) {
+                continue;
+            }
+            let mut scaled = vec![0.0f32; WINDOW * nf];
+            for (r, (_, raw)) in machine_rows[end - WINDOW..end].iter().enumerate() {
+                f.scale_row(raw, &mut scaled[r * nf..(r + 1) * nf]);
+            }
+            let p = f.predict(&scaled, 1).unwrap();
+            let expected = Expected {
+                days: p[0].days,
+                version: version.to_string(),
+            };
+            out.insert((id.clone(), machine_rows[end - 1].0), expected);
+        }
+    }
+    out
+}
+
+/// Every forecast of the fleet sent so far, by the CURRENT model.
+pub fn offline_forecasts(
+    registry_dir: &Path,
+    name: &str,
+    fleet: &Fleet,
+) -> HashMap<(String, i64), Expected> {
+    let version = registry::current_version(registry_dir, name)
+        .unwrap()
+        .expect("a CURRENT version");
+    offline_forecasts_by(registry_dir, name, &version, fleet, 0..usize::MAX)
+}
+
+pub async fn forecasts_in_influx(model: &str) -> Vec<HashMap<String, String>> {
+    let env = influx();
+    let flux = format!(
+        r#"from(bucket: "{}") |> range(start: -10d, stop: 1d)
+  |> filter(fn: (r) => r._measurement == "maintenance_forecast" and r.model == "{model}")
+  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")"#,
+        env.bucket
+    );
+    env.query(&flux).await
+}
+
+/// Waits until InfluxDB holds as many forecasts of `model` as expected (failing at once if one
+/// of `services` stops), then compares each with the offline value and version, its tags,
+/// timestamp and derived fields. A window forecast twice under two versions is two series, so
+/// the count catches that too.
+pub async fn assert_forecasts(
+    model: &str,
+    expected: &HashMap<(String, i64), Expected>,
+    services: &[&tokio::task::JoinHandle<anyhow::Result<()>>],
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let mut got = Vec::new();
+    while tokio::time::Instant::now() < deadline {
+        got = forecasts_in_influx(model).await;
+        if got.len() >= expected.len() {
+            break;
+        }
+        for s in services {
+            assert!(!s.is_finished(), "service stopped early");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(got.len(), expected.len(), "forecast count in InfluxDB");
+    for row in &got {
+        let id = &row["machine_id"];
+        let ts = chrono::DateTime::parse_from_rfc3339(&row["_time"])
+            .unwrap()
+            .timestamp_millis();
+        let want = expected
+            .get(&(id.clone(), ts))
+            .unwrap_or_else(|| panic!("unexpected forecast {id} at {ts}"));
+        let days: f64 = row["days_to_maintenance"].parse().unwrap();
+        assert!(
+            (days - want.days as f64).abs() < 1e-4,
+            "{id}@{ts}: streamed {days}, offline {}",
+            want.days
+        );
+        assert_eq!(row["model_version"], want.version, "{id}@{ts}");
+        assert_eq!(row["machine_type"], "press");
+        assert!(row["site"].starts_with("site"));
+        assert_eq!(row["window_rows"], WINDOW.to_string());
+        let due: i64 = row["due_at"].parse().unwrap();
+        assert_eq!(due, ts / 1000 + (days * 86_400.0).round() as i64);
+        let (p10, p90): (f64, f64) = (
+            row["days_p10"].parse().unwrap(),
+            row["days_p90"].parse().unwrap(),
+        );
+        assert!(
+            p10 <= days && days <= p90,
+            "interval [{p10}, {p90}] misses {days}"
+        );
+    }
+}
+
+/// After a clean shutdown every consumed offset is committed.
+pub fn check_committed(brokers: &str, telemetry_topic: &str, group: &str) {
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition(telemetry_topic, p);
+    }
+    let committed = probe
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    for e in committed.elements() {
+        let (_, high) = probe
+            .fetch_watermarks(telemetry_topic, e.partition(), Duration::from_secs(5))
+            .unwrap();
+        if high > 0 {
+            assert_eq!(
+                e.offset(),
+                Offset::Offset(high),
+                "partition {} committed",
+                e.partition()
+            );
+        }
+    }
+}
