@@ -13,7 +13,7 @@ use maintcast_common::shutdown::Shutdown;
 use maintcast_e2e::ingest::{create_topics, service_config};
 use maintcast_e2e::stream::{
     WINDOW, assert_forecasts, check_committed, make_model, new_fleet, offline_forecasts,
-    offline_forecasts_by, producer, publish_model, send_fleet,
+    offline_forecasts_by, producer, publish_model, send_fleet, wait_committed,
 };
 use maintcast_e2e::{kafka_brokers, unique};
 use maintcast_models::registry;
@@ -267,6 +267,8 @@ async fn a_stopped_instance_hands_its_machines_and_windows_to_the_other() {
     send_fleet(&producer, &topic, &mut fleet, 0..20).await;
     let expected = offline_forecasts(reg.path(), &model, &fleet);
     assert_forecasts(&model, &expected, &[&a, &b]).await;
+    // Both instances commit what they own, so the handover restarts from the end.
+    wait_committed(&brokers, &topic, &group, Duration::from_secs(10)).await;
 
     stop(stop_a, a).await;
     let stopped = Instant::now();
@@ -274,9 +276,16 @@ async fn a_stopped_instance_hands_its_machines_and_windows_to_the_other() {
     let expected: HashMap<_, _> = offline_forecasts(reg.path(), &model, &fleet);
     assert_eq!(expected.len(), machines * (25 - WINDOW + 1));
     assert_forecasts(&model, &expected, &[&b]).await;
+    let handover = stopped.elapsed();
     eprintln!(
         "forecasts of the handed-over machines {:.1} s after the first instance stopped",
-        stopped.elapsed().as_secs_f64()
+        handover.as_secs_f64()
+    );
+    // Well under the 45 s session timeout: the stopped instance left the group rather than
+    // being timed out of it.
+    assert!(
+        handover < Duration::from_secs(20),
+        "handover took {handover:?}"
     );
     let after = telemetry_assignments(&brokers, &group, &topic);
     assert_eq!(

@@ -102,8 +102,10 @@ fn assert_close(what: &str, s: &Setup, got: &(f64, Vec<Vec<f32>>), want: &(f64, 
             .zip(w)
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
+        // The 1e-6 floor covers sums that cancel, such as MAE's head bias gradient (a mean of
+        // signs), where autograd's rounding leaves ~1e-9 and ours exactly 0.
         assert!(
-            worst <= 1e-4 * scale,
+            worst <= 1e-4 * scale + 1e-6,
             "{what}: {name} differs by {worst} (largest entry {scale})"
         );
     }

@@ -321,6 +321,24 @@ pub async fn assert_forecasts(
 
 /// After a clean shutdown every consumed offset is committed.
 pub fn check_committed(brokers: &str, telemetry_topic: &str, group: &str) {
+    if let Err(e) = committed_to_the_end(brokers, telemetry_topic, group) {
+        panic!("{e}");
+    }
+}
+
+/// Waits up to `timeout` for every telemetry partition's committed offset to reach its end.
+pub async fn wait_committed(brokers: &str, telemetry_topic: &str, group: &str, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match committed_to_the_end(brokers, telemetry_topic, group) {
+            Ok(()) => return,
+            Err(e) if tokio::time::Instant::now() > deadline => panic!("{e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+fn committed_to_the_end(brokers: &str, telemetry_topic: &str, group: &str) -> Result<(), String> {
     let probe: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
@@ -337,13 +355,13 @@ pub fn check_committed(brokers: &str, telemetry_topic: &str, group: &str) {
         let (_, high) = probe
             .fetch_watermarks(telemetry_topic, e.partition(), Duration::from_secs(5))
             .unwrap();
-        if high > 0 {
-            assert_eq!(
-                e.offset(),
-                Offset::Offset(high),
-                "partition {} committed",
-                e.partition()
-            );
+        if high > 0 && e.offset() != Offset::Offset(high) {
+            return Err(format!(
+                "partition {} committed at {:?}, its end is {high}",
+                e.partition(),
+                e.offset()
+            ));
         }
     }
+    Ok(())
 }

@@ -654,7 +654,7 @@ async fn apply_rebalance(
     .await??;
     let mut restored = 0;
     for (id, bytes) in records {
-        if let Some((w, next)) = checkpoint::decode(store, &bytes).filter(|_| false) {
+        if let Some((w, next)) = checkpoint::decode(store, &bytes) {
             store.insert(id.clone(), w);
             skip_below.insert(id, next);
             restored += 1;

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{BufWriter, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +21,7 @@ use maintcast_ingest::window::{RowOutcome, WindowStore};
 use maintcast_models::config::Config;
 use maintcast_models::dataset::{self, WindowSpec};
 use maintcast_models::history::{self, History, MachineHistory};
-use maintcast_models::{artifact, pipeline};
+use maintcast_models::{artifact, pipeline, registry};
 use maintcast_simulator::{EventKind, Fleet, FleetConfig, MachineInfo, Truth, output};
 
 #[derive(clap::Args)]
@@ -29,10 +29,10 @@ pub struct Args {
     /// Fleet seed (the same seed gives the same fleet and the same demo).
     #[arg(long, env = "MAINTCAST_SEED", default_value_t = 42)]
     pub seed: u64,
-    #[arg(long, env = "MAINTCAST_MACHINES", default_value_t = 24)]
+    #[arg(long, env = "MAINTCAST_MACHINES", default_value_t = 32)]
     pub machines: usize,
     /// Days of history simulated for training (and for fitting the baseline).
-    #[arg(long, default_value_t = 90.0)]
+    #[arg(long, default_value_t = 120.0)]
     pub history_days: f64,
     /// Days of live telemetry streamed after training.
     #[arg(long, default_value_t = 14.0)]
@@ -43,11 +43,13 @@ pub struct Args {
     /// Use the shipped model (models/pretrained, or --model-dir) instead of training.
     #[arg(long)]
     pub pretrained: bool,
-    /// Model directory for --pretrained.
-    #[arg(long, default_value = "models/pretrained")]
+    /// Model for --pretrained: a model directory (model.json + model.safetensors) or a registry
+    /// whose `maintcast` model has a CURRENT version, as models/pretrained is. A relative path
+    /// not found from the working directory is also tried from the workspace root.
+    #[arg(long, default_value = PRETRAINED)]
     pub model_dir: PathBuf,
     /// Training epochs (early stopping may end sooner).
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 20)]
     pub epochs: usize,
     /// Learning rate for the demo's training.
     #[arg(long, default_value_t = 3e-3)]
@@ -120,7 +122,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     // 2. A model: trained now, or the shipped one.
     let model_dir = if args.pretrained {
-        args.model_dir.clone()
+        let dir = pretrained_dir(&args.model_dir)?;
+        eprintln!("using the pretrained model in {}", dir.display());
+        dir
     } else {
         let dir = tmp.path().join("model");
         train(&history, &args, &device, &dir)?;
@@ -158,6 +162,43 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         interval_ms,
         started,
     )
+}
+
+/// The shipped model, as a registry (so the Docker entrypoint can seed a registry volume with it).
+const PRETRAINED: &str = "models/pretrained";
+/// The model name the ingest service serves by default (`maintcast ingest --model`).
+const PRETRAINED_NAME: &str = "maintcast";
+
+/// The model directory `--model-dir` names: itself when it holds a model card, else the CURRENT
+/// version of its `maintcast` model. A relative path is tried from the working directory, then
+/// from the workspace root, so the demo works from anywhere in a checkout.
+fn pretrained_dir(given: &Path) -> anyhow::Result<PathBuf> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut tried = vec![given.to_path_buf()];
+    if given.is_relative() {
+        tried.push(workspace.join(given));
+    }
+    let Some(base) = tried.iter().find(|p| p.is_dir()) else {
+        anyhow::bail!(
+            "no pretrained model at {}: run the demo from the repository (or pass --model-dir), \
+             or rebuild it with the commands in models/pretrained/README.md",
+            tried
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        );
+    };
+    if base.join(artifact::CARD_FILE).is_file() {
+        return Ok(base.clone());
+    }
+    registry::current_version_dir(base, PRETRAINED_NAME).with_context(|| {
+        format!(
+            "{} holds neither a model ({}) nor a registry with a CURRENT {PRETRAINED_NAME} model",
+            base.display(),
+            artifact::CARD_FILE
+        )
+    })
 }
 
 fn train(
@@ -642,6 +683,20 @@ mod tests {
         // Collinear columns without a penalty have no unique solution.
         let flat = vec![1.0f32; 30];
         assert!(Ridge::fit(&flat, &[1.0; 10], 3, 0.0).is_err());
+    }
+
+    #[test]
+    fn pretrained_dir_takes_a_model_or_a_registry() {
+        // The shipped registry, found from the workspace root whatever the working directory.
+        let current = pretrained_dir(Path::new(PRETRAINED)).unwrap();
+        assert!(current.ends_with("maintcast/v0001"), "{}", current.display());
+        // A model directory is used as it is.
+        assert_eq!(pretrained_dir(&current).unwrap(), current);
+        let empty = tempfile::tempdir().unwrap();
+        let err = format!("{:#}", pretrained_dir(empty.path()).unwrap_err());
+        assert!(err.contains("CURRENT"), "{err}");
+        let err = format!("{:#}", pretrained_dir(Path::new("no/such/dir")).unwrap_err());
+        assert!(err.contains("models/pretrained/README.md"), "{err}");
     }
 
     #[test]
