@@ -18,7 +18,9 @@ fn pretrained() -> PathBuf {
 #[test]
 fn pretrained_model_forecasts_an_unseen_fleet() {
     let dir = registry::current_version_dir(&pretrained(), "maintcast").unwrap();
-    let size = std::fs::metadata(dir.join("model.safetensors")).unwrap().len();
+    let size = std::fs::metadata(dir.join("model.safetensors"))
+        .unwrap()
+        .len();
     assert!(size < 1_000_000, "the shipped weights grew to {size} bytes");
     let f = Forecaster::load(&dir, &Device::Cpu).unwrap();
     assert_eq!(f.window(), 60);

@@ -689,13 +689,20 @@ mod tests {
     fn pretrained_dir_takes_a_model_or_a_registry() {
         // The shipped registry, found from the workspace root whatever the working directory.
         let current = pretrained_dir(Path::new(PRETRAINED)).unwrap();
-        assert!(current.ends_with("maintcast/v0001"), "{}", current.display());
+        assert!(
+            current.ends_with("maintcast/v0001"),
+            "{}",
+            current.display()
+        );
         // A model directory is used as it is.
         assert_eq!(pretrained_dir(&current).unwrap(), current);
         let empty = tempfile::tempdir().unwrap();
         let err = format!("{:#}", pretrained_dir(empty.path()).unwrap_err());
         assert!(err.contains("CURRENT"), "{err}");
-        let err = format!("{:#}", pretrained_dir(Path::new("no/such/dir")).unwrap_err());
+        let err = format!(
+            "{:#}",
+            pretrained_dir(Path::new("no/such/dir")).unwrap_err()
+        );
         assert!(err.contains("models/pretrained/README.md"), "{err}");
     }
 
