@@ -235,7 +235,7 @@ async fn service_mode_serves_metrics_and_stops_on_sigterm() {
             r.to_str().unwrap(),
             "--name",
             "svc",
-            "--metrics-addr",
+            "--http-addr",
             &addr,
         ])
         .env_remove("MAINTCAST_INFLUX_URL")

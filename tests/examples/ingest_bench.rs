@@ -125,7 +125,7 @@ async fn scrape(client: &reqwest::Client, name: &str) -> f64 {
     };
     let text = resp.text().await.unwrap_or_default();
     text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("maintcast_ingest_{name}")))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -178,7 +178,10 @@ async fn throughput(stride: u64, machines: usize, rows: usize) -> anyhow::Result
     let total = all.len();
     let t = Instant::now();
     send_rows(&p, &r.topic, all).await;
-    eprintln!("pre-produced {total} rows in {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "pre-produced {total} rows in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let want = (machines * expected_forecasts(rows, stride as usize)) as f64;
 
     let shutdown = maintcast_common::shutdown::Shutdown::new();
@@ -252,7 +255,9 @@ async fn latency(rate: f64, seconds: f64, machines: usize) -> anyhow::Result<()>
                 sent_at.lock().unwrap().push(Instant::now());
                 pending.push(tokio::spawn(async move {
                     p.send(
-                        FutureRecord::to(&topic).key(&t.machine_id).payload(&t.to_json()),
+                        FutureRecord::to(&topic)
+                            .key(&t.machine_id)
+                            .payload(&t.to_json()),
                         Duration::from_secs(30),
                     )
                     .await
@@ -278,7 +283,11 @@ async fn latency(rate: f64, seconds: f64, machines: usize) -> anyhow::Result<()>
     producer_task.await?;
     shutdown.trigger();
     svc.await??;
-    anyhow::ensure!(written_at.len() == n, "only {} of {n} forecasts", written_at.len());
+    anyhow::ensure!(
+        written_at.len() == n,
+        "only {} of {n} forecasts",
+        written_at.len()
+    );
     let sent = sent_at.lock().unwrap();
     let mut lat: Vec<f64> = sent
         .iter()
@@ -310,7 +319,12 @@ fn memory(machines: usize) {
     let before = rss_bytes();
     for i in 0..WINDOW {
         for m in 0..machines {
-            let t = row(&format!("machine-{m:06}"), m, i, 1_700_000_000_000 + i as i64 * 1000);
+            let t = row(
+                &format!("machine-{m:06}"),
+                m,
+                i,
+                1_700_000_000_000 + i as i64 * 1000,
+            );
             store.apply(&t);
         }
     }
@@ -333,7 +347,12 @@ async fn main() -> anyhow::Result<()> {
     let num = |i: usize, d: f64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
     match args.first().map(String::as_str) {
         Some("throughput") => {
-            throughput(num(1, 1.0) as u64, num(2, 1000.0) as usize, num(3, 120.0) as usize).await
+            throughput(
+                num(1, 1.0) as u64,
+                num(2, 1000.0) as usize,
+                num(3, 120.0) as usize,
+            )
+            .await
         }
         Some("latency") => latency(num(1, 200.0), num(2, 30.0), num(3, 1000.0) as usize).await,
         Some("memory") => {

@@ -80,9 +80,9 @@ pub struct ServiceArgs {
     /// Write TensorBoard event files under DIR/<name>/<run id>/.
     #[arg(long, env = "MAINTCAST_TENSORBOARD")]
     pub tensorboard: Option<PathBuf>,
-    /// Serve /metrics, /healthz and /readyz here (e.g. 0.0.0.0:9102).
-    #[arg(long, env = "MAINTCAST_METRICS_ADDR")]
-    pub metrics_addr: Option<SocketAddr>,
+    /// Serve /metrics, /healthz and /readyz here (e.g. 0.0.0.0:9465); the same flag as ingest's.
+    #[arg(long, env = "MAINTCAST_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
     /// Let realized accuracy veto: do not promote while the serving version's realized MAE (its
     /// forecasts scored against the maintenance that actually happened) beats the challenger's
     /// held-out MAE.
@@ -270,7 +270,7 @@ pub async fn run(cfg: ServiceConfig, shutdown: Shutdown) -> Result<Outcome> {
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
-    let _server = match cfg.args.metrics_addr {
+    let _server = match cfg.args.http_addr {
         Some(addr) => {
             let mut reg = prometheus_client::registry::Registry::default();
             metrics.register(&mut reg);
