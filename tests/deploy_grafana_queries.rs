@@ -5,6 +5,9 @@
 //!
 //! The fleet is written point by point in exactly DESIGN.md's schema ("Forecasts in InfluxDB")
 //! into a bucket of its own, so the expected counts are exact whatever else the server holds.
+//! A second test runs the same queries on what the services themselves write - a fleet streamed
+//! through the real ingest service, training runs through the trainer's writer - so a name that
+//! drifts between a service and DESIGN.md breaks it too.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -233,6 +236,16 @@ fn substitute(q: &FluxQuery, vars: &Vars) -> String {
         q.key
     );
     text
+}
+
+/// Every dashboard and alert query, substituted with `vars` and run: (key, rows) in file order.
+async fn run_every_query(env: &InfluxEnv, vars: &Vars) -> Vec<(String, Vec<Row>)> {
+    let mut out = Vec::new();
+    for q in dashboard_queries().into_iter().chain(alert_queries()) {
+        let rows = env.query(&substitute(&q, vars)).await;
+        out.push((q.key, rows));
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -712,16 +725,12 @@ async fn every_dashboard_and_alert_query_returns_what_its_panel_shows() {
         start: fleet.last - Duration::days(7),
         stop: fleet.last + Duration::hours(1),
     };
-    let queries: Vec<FluxQuery> = dashboard_queries()
-        .into_iter()
-        .chain(alert_queries())
-        .collect();
+    let results = run_every_query(&env, &vars).await;
     let mut failures = Vec::new();
-    for q in &queries {
-        let rows = env.query(&substitute(q, &vars)).await;
+    for (key, rows) in &results {
         if rows.is_empty() {
-            failures.push(format!("{}: no rows", q.key));
-        } else if let Err(e) = check(&q.key, &rows, &fleet) {
+            failures.push(format!("{key}: no rows"));
+        } else if let Err(e) = check(key, rows, &fleet) {
             failures.push(e);
         }
     }
@@ -730,14 +739,14 @@ async fn every_dashboard_and_alert_query_returns_what_its_panel_shows() {
         failures.is_empty(),
         "{} of {} queries wrong:\n\n{}",
         failures.len(),
-        queries.len(),
+        results.len(),
         failures.join("\n\n")
     );
     // Two alert rules and every Flux panel, variable and annotation of the dashboards ran.
     assert!(
-        queries.len() >= 15,
+        results.len() >= 15,
         "only {} Flux queries found",
-        queries.len()
+        results.len()
     );
 }
 
@@ -803,5 +812,198 @@ fn dashboards_and_alerts_use_the_provisioned_data_sources() {
             .filter(|q| q.key.starts_with("maintcast-fleet/"))
             .count(),
         5
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The same queries on what the services themselves write
+
+/// The columns each panel reads from its query (its field overrides, value mappings and links):
+/// what must survive a fleet going through the real ingest service rather than hand-written points.
+fn columns_used(key: &str) -> &'static [&'static str] {
+    match key {
+        "maintcast-fleet/Machines by urgency/A" => &[
+            "machine_id",
+            "days_to_maintenance",
+            "due",
+            "days_p10",
+            "days_p90",
+            "model",
+            "model_version",
+            "site",
+            "machine_type",
+        ],
+        "maintcast-machine/Model serving this machine/A" => &["model", "window_rows"],
+        "maintcast-machine/Forecast history: days to maintenance with p10-p90/A"
+        | "maintcast-machine/Telemetry/A" => &["_time", "_field", "_value"],
+        "maintcast-machine/annotation/Maintenance events" => &["_time", "text", "tags"],
+        "maintcast-training/Validation MAE per epoch/A"
+        | "maintcast-training/Training loss per epoch/A" => &["_time", "run_id", "_value"],
+        "maintcast-training/Runs: best validation error and training time/A" => {
+            &["run_id", "val_mae", "val_rmse", "elapsed_s", "epochs"]
+        }
+        "alert/maintcast-days-left-low/A" | "alert/maintcast-due-date-near/A" => {
+            &["_time", "_value", "machine_id"]
+        }
+        _ => &["_value"],
+    }
+}
+
+async fn wait_for<T>(
+    env: &InfluxEnv,
+    flux: &str,
+    want: usize,
+    what: &str,
+    service: &tokio::task::JoinHandle<T>,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let n = env.query(flux).await.len();
+        if n >= want {
+            return;
+        }
+        assert!(!service.is_finished(), "{what}: the ingest service stopped");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {n} of {want} rows in InfluxDB after 120 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// The services' output is not hand-picked, so this test checks shape rather than values: every
+/// query returns rows, and each row has the columns its panel reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_query_returns_rows_from_a_fleet_through_the_ingest_service() {
+    use maintcast_common::shutdown::Shutdown;
+    use maintcast_e2e::ingest::{create_topics, service_config};
+    use maintcast_e2e::kafka_brokers;
+    use maintcast_e2e::stream::{make_model, new_fleet, produce, producer, send_fleet};
+    use maintcast_proto::{MaintenanceEvent, MaintenanceKind};
+
+    let env = influx();
+    let brokers = kafka_brokers();
+    let run = unique("grafana-ingest");
+    create_topics(&brokers, &run).await;
+    let bucket = unique("grafana-ingest");
+    create_bucket(&env, &bucket).await;
+    let reg = tempfile::tempdir().unwrap();
+    let model = run.replace('-', "_");
+    make_model(reg.path(), &model, 5);
+
+    // One row a minute ending now: dashboards and alerts look back over hours, not days.
+    let (machines, rows) = (3, 20);
+    let mut fleet = new_fleet(&run, machines);
+    fleet.base_ms = Utc::now().timestamp_millis() - rows as i64 * 60_000;
+    let producer = producer(&brokers);
+    send_fleet(&producer, &format!("{run}-telemetry"), &mut fleet, 0..rows).await;
+    let machine = fleet.rows[0].0.clone();
+    for (i, kind) in [
+        (3, MaintenanceKind::Repair),
+        (7, MaintenanceKind::Scheduled),
+    ] {
+        let e = MaintenanceEvent {
+            machine_id: machine.clone(),
+            ts_ms: fleet.base_ms + i * 60_000 + 1,
+            kind,
+            note: format!("{} of {machine}", kind.as_str()),
+        };
+        produce(
+            &producer,
+            &format!("{run}-events"),
+            &machine,
+            &e.to_json(),
+            None,
+        )
+        .await;
+    }
+
+    let mut config = service_config(&brokers, reg.path(), &model, &run);
+    config.influx.bucket = bucket.clone();
+    config.write_raw = true;
+    let influx_config = config.influx.clone();
+    let shutdown = Shutdown::new();
+    let service = tokio::spawn(maintcast_ingest::run(config, shutdown.clone()));
+
+    // Two runs through the trainer's own writer, epoch by epoch as a sweep records them.
+    let sink = maintcast_trainer::training_run::TrainingRunSink::new(&influx_config)
+        .expect("training_run writer");
+    for (r, epochs) in [(0usize, 6usize), (1, 4)] {
+        for e in 1..=epochs {
+            let report = maintcast_models::train::EpochReport {
+                epoch: e,
+                train_loss: 1.0 / e as f64,
+                val_loss: 2.0 / e as f64,
+                val_mae: 9.0 - e as f64 * (r + 1) as f64 * 0.5,
+                val_rmse: 12.0 - e as f64 * 0.5,
+                lr: 0.01,
+                elapsed_s: e as f64 * 3.0,
+                best: true,
+            };
+            sink.epoch(&model, &format!("{run}-run{r}"), &report);
+            // Epochs a millisecond apart would share a timestamp and overwrite one another.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    sink.finish();
+
+    // One row per point: a forecast counted by its days, an event by its note.
+    let rows_of = |measurement: &str, field: &str| {
+        format!(
+            r#"from(bucket: "{bucket}") |> range(start: -1d, stop: 1h)
+  |> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "{field}")"#
+        )
+    };
+    // Every machine forecast, not every window: exact counts are ingest_stream's business, and
+    // this test only needs each panel to have something to show.
+    let days = rows_of("maintenance_forecast", "days_to_maintenance")
+        + r#" |> group(columns: ["machine_id"]) |> last()"#;
+    wait_for(&env, &days, machines, "machines with a forecast", &service).await;
+    let events = rows_of("maintenance_event", "note");
+    wait_for(&env, &events, 2, "events", &service).await;
+    shutdown.trigger();
+    tokio::time::timeout(std::time::Duration::from_secs(60), service)
+        .await
+        .expect("service drains")
+        .unwrap()
+        .unwrap();
+
+    let vars = Vars {
+        bucket: bucket.clone(),
+        machine,
+        start: Utc::now() - Duration::days(7),
+        stop: Utc::now() + Duration::hours(1),
+    };
+    let results = run_every_query(&env, &vars).await;
+    delete_bucket(&env, &bucket).await;
+    let mut failures = Vec::new();
+    for (key, rows) in &results {
+        if rows.is_empty() {
+            failures.push(format!("{key}: no rows"));
+            continue;
+        }
+        let missing: Vec<&str> = columns_used(key)
+            .iter()
+            .copied()
+            .filter(|c| rows.iter().any(|r| !r.contains_key(*c)))
+            .collect();
+        if !missing.is_empty() {
+            failures.push(format!(
+                "{key}: columns {missing:?} missing from {:#?}",
+                rows[0]
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} queries wrong on the ingest service's data:\n\n{}",
+        failures.len(),
+        results.len(),
+        failures.join("\n\n")
+    );
+    assert!(
+        results.len() >= 15,
+        "only {} Flux queries found",
+        results.len()
     );
 }
