@@ -61,7 +61,9 @@ async fn rounds_promote_a_better_challenger_skip_without_new_data_and_refuse_a_s
     let machine_type = unique("trainer-type");
     let name = unique("trainer-model");
     // 2025-01-01: far from other tests' data, and the pages (7 days) are many.
-    let f = fleet::fleet(&unique("tm"), 10, 3, 1_735_689_600_000, 11);
+    // A fixed machine-id prefix keeps the held-out machines (chosen by id hash) the same every run,
+    // so the challenger-vs-champion margins are reproducible; the unique machine_type isolates runs.
+    let f = fleet::fleet("tm", 10, 3, 1_735_689_600_000, 11);
     write(&env, history_points(&f, &machine_type)).await;
 
     let r = root.path().join("registry");
