@@ -92,9 +92,10 @@ fn assert_close(what: &str, s: &Setup, got: &(f64, Vec<Vec<f32>>), want: &(f64, 
     for ((name, g), w) in s.names.iter().zip(&got.1).zip(&want.1) {
         assert_eq!(g.len(), w.len(), "{what}: {name} length");
         let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
-        // Only W_hh over one-step windows has no path to the loss.
+        // Only W_hh over one-step windows has no path to the loss, and under MAE the head bias
+        // gradient is a mean of signs, exactly 0 when a batch has as many over- as under-predictions.
         assert!(
-            scale > 0.0 || name.ends_with("weight_hh"),
+            scale > 0.0 || name.ends_with("weight_hh") || name == "head.bias",
             "{what}: {name} has an all-zero reference gradient"
         );
         let worst = g
