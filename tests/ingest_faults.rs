@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use maintcast_common::shutdown::Shutdown;
 use maintcast_e2e::ingest::{create_topics, service_config};
 use maintcast_e2e::stream::{
-    WINDOW, assert_forecasts, check_committed, make_model, new_fleet, offline_forecasts,
-    offline_forecasts_by, producer, publish_model, send_fleet, wait_committed,
+    WINDOW, assert_forecasts, check_committed, committed_rows, make_model, new_fleet,
+    offline_forecasts, offline_forecasts_by, producer, publish_model, send_fleet, wait_committed,
 };
 use maintcast_e2e::{kafka_brokers, unique};
 use maintcast_models::registry;
@@ -220,24 +220,75 @@ fn parse_assignment(bytes: &[u8], topic: &str) -> Vec<i32> {
     partitions
 }
 
+/// A run for the consumer-group tests: its topics, a model, six machines pinned over the three
+/// telemetry partitions.
+struct GroupRun {
+    brokers: String,
+    run: String,
+    reg: tempfile::TempDir,
+    model: String,
+    producer: rdkafka::producer::FutureProducer,
+    topic: String,
+    group: String,
+    machines: usize,
+    fleet: maintcast_e2e::stream::Fleet,
+}
+
+impl GroupRun {
+    async fn new(prefix: &str, seed: u64) -> Self {
+        let brokers = kafka_brokers();
+        let run = unique(prefix);
+        create_topics(&brokers, &run).await;
+        let reg = tempfile::tempdir().unwrap();
+        let model = run.replace('-', "_");
+        make_model(reg.path(), &model, seed);
+        let machines = 6;
+        let mut fleet = new_fleet(&run, machines);
+        fleet.partitions = Some(3);
+        GroupRun {
+            producer: producer(&brokers),
+            topic: format!("{run}-telemetry"),
+            group: format!("{run}-group"),
+            brokers,
+            run,
+            reg,
+            model,
+            machines,
+            fleet,
+        }
+    }
+}
+
+/// Waits up to 60 s for both members of `group` to hold telemetry partitions; returns the split.
+async fn two_way_split(brokers: &str, group: &str, topic: &str) -> Vec<Vec<i32>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let split = telemetry_assignments(brokers, group, topic);
+        if split.len() == 2 && split.iter().all(|p| !p.is_empty()) {
+            return split;
+        }
+        assert!(Instant::now() < deadline, "no two-way split: {split:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Two instances in one group split the partitions; the one stopped (gracefully) hands its
 /// machines to the other with their windows: five new rows per machine, fewer than a window,
 /// are each forecast, which only a restored window allows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stopped_instance_hands_its_machines_and_windows_to_the_other() {
     let _serial = SERIAL.lock().await;
-    let brokers = kafka_brokers();
-    let run = unique("faults-group");
-    create_topics(&brokers, &run).await;
-    let reg = tempfile::tempdir().unwrap();
-    let model = run.replace('-', "_");
-    make_model(reg.path(), &model, 41);
-    let producer = producer(&brokers);
-    let topic = format!("{run}-telemetry");
-    let group = format!("{run}-group");
-    let machines = 6;
-    let mut fleet = new_fleet(&run, machines);
-    fleet.partitions = Some(3);
+    let GroupRun {
+        brokers,
+        run,
+        reg,
+        model,
+        producer,
+        topic,
+        group,
+        machines,
+        mut fleet,
+    } = GroupRun::new("faults-group", 41).await;
 
     let start = || {
         let shutdown = Shutdown::new();
@@ -249,15 +300,7 @@ async fn a_stopped_instance_hands_its_machines_and_windows_to_the_other() {
     };
     let (stop_a, a) = start();
     let (stop_b, b) = start();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let split = loop {
-        let split = telemetry_assignments(&brokers, &group, &topic);
-        if split.len() == 2 && split.iter().all(|p| !p.is_empty()) {
-            break split;
-        }
-        assert!(Instant::now() < deadline, "no two-way split: {split:?}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let split = two_way_split(&brokers, &group, &topic).await;
     assert_eq!(
         split.concat().len(),
         3,
@@ -293,6 +336,60 @@ async fn a_stopped_instance_hands_its_machines_and_windows_to_the_other() {
         vec![vec![0, 1, 2]],
         "the survivor holds every partition"
     );
+    stop(stop_b, b).await;
+    check_committed(&brokers, &topic, &group);
+}
+
+/// Commit on revoke: with barrier commits an hour apart, nothing is committed while one instance
+/// runs alone; a second instance joining takes partitions from it, and the first commits what it
+/// consumed (after checkpointing the windows) before they move. The new owner then starts where
+/// the first stopped, with its windows: five new rows per machine are each forecast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoked_partitions_are_committed_with_their_windows_before_they_move() {
+    let _serial = SERIAL.lock().await;
+    let GroupRun {
+        brokers,
+        run,
+        reg,
+        model,
+        producer,
+        topic,
+        group,
+        machines,
+        mut fleet,
+    } = GroupRun::new("faults-revoke", 43).await;
+    let start = || {
+        let shutdown = Shutdown::new();
+        let mut config = service_config(&brokers, reg.path(), &model, &run);
+        config.commit_interval = Duration::from_secs(3600);
+        let service = tokio::spawn(maintcast_ingest::run(config, shutdown.clone()));
+        (shutdown, service)
+    };
+
+    let (stop_a, a) = start();
+    send_fleet(&producer, &topic, &mut fleet, 0..20).await;
+    assert_forecasts(
+        &model,
+        &offline_forecasts(reg.path(), &model, &fleet),
+        &[&a],
+    )
+    .await;
+    assert_eq!(
+        committed_rows(&brokers, &topic, &group),
+        0,
+        "no barrier has committed yet"
+    );
+
+    let (stop_b, b) = start();
+    two_way_split(&brokers, &group, &topic).await;
+    // Only the revoke can have committed these.
+    wait_committed(&brokers, &topic, &group, Duration::from_secs(10)).await;
+
+    send_fleet(&producer, &topic, &mut fleet, 20..25).await;
+    let expected = offline_forecasts(reg.path(), &model, &fleet);
+    assert_eq!(expected.len(), machines * (25 - WINDOW + 1));
+    assert_forecasts(&model, &expected, &[&a, &b]).await;
+    stop(stop_a, a).await;
     stop(stop_b, b).await;
     check_committed(&brokers, &topic, &group);
 }

@@ -2,15 +2,17 @@
 //! to the DLQ with a reason, offsets are committed only for what InfluxDB acknowledged.
 
 use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use maintcast_common::shutdown::Shutdown;
+use maintcast_e2e::fleet::maintcast_bin;
 use maintcast_e2e::ingest::{create_topics, service_config};
 use maintcast_e2e::stream::{
-    WINDOW, assert_forecasts, check_committed, make_model, new_fleet, offline_forecasts, produce,
-    producer, send_fleet,
+    WINDOW, assert_forecasts, check_committed, committed_rows, make_model, new_fleet,
+    offline_forecasts, produce, producer, send_fleet,
 };
-use maintcast_e2e::{kafka_brokers, unique};
+use maintcast_e2e::{influx, kafka_brokers, unique};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -152,6 +154,135 @@ async fn crash_then_restart_resumes_from_checkpointed_windows() {
         .unwrap()
         .unwrap();
     check_committed(&brokers, &telemetry_topic, &format!("{run}-group"));
+}
+
+/// A `maintcast ingest` process, killed if the test ends first.
+struct Ingest(Child);
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `maintcast ingest` for run `run`'s topics and group, as a process of its own.
+fn spawn_ingest(brokers: &str, registry: &std::path::Path, model: &str, run: &str) -> Ingest {
+    let env = influx();
+    let child = Command::new(maintcast_bin())
+        .args(["ingest", "--brokers", brokers, "--group-id"])
+        .arg(format!("{run}-group"))
+        .arg("--telemetry-topic")
+        .arg(format!("{run}-telemetry"))
+        .arg("--events-topic")
+        .arg(format!("{run}-events"))
+        .arg("--dlq-topic")
+        .arg(format!("{run}-dlq"))
+        .arg("--alerts-topic")
+        .arg(format!("{run}-alerts"))
+        .arg("--checkpoint-topic")
+        .arg(format!("{run}-checkpoint"))
+        .arg("--registry")
+        .arg(registry)
+        .args([
+            "--model",
+            model,
+            "--batch-size",
+            "16",
+            "--commit-interval",
+            "500ms",
+        ])
+        .args(["--http-addr", "127.0.0.1:0"])
+        .env("MAINTCAST_INFLUX_URL", &env.url)
+        .env("MAINTCAST_INFLUX_ORG", &env.org)
+        .env("MAINTCAST_INFLUX_BUCKET", &env.bucket)
+        .env("MAINTCAST_INFLUX_TOKEN", &env.token)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start maintcast ingest");
+    Ingest(child)
+}
+
+/// The `maintcast ingest` process killed with SIGKILL while rows are still arriving, then started
+/// again: every expected forecast is in InfluxDB with the offline value (windows forecast by both
+/// processes overwrite one point), and the rows right after the last commit, fewer than a window,
+/// are forecast, which only windows restored from the checkpoint allow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_mid_stream_then_restart_loses_nothing() {
+    let brokers = kafka_brokers();
+    let run = unique("ingest-kill");
+    create_topics(&brokers, &run).await;
+    let reg = tempfile::tempdir().unwrap();
+    let model = run.replace('-', "_");
+    make_model(reg.path(), &model, 13);
+    let topic = format!("{run}-telemetry");
+    let group = format!("{run}-group");
+    let (machines, rows) = (4, 60);
+    let streamer = tokio::spawn({
+        let (brokers, topic, run) = (brokers.clone(), topic.clone(), run.clone());
+        async move {
+            let producer = producer(&brokers);
+            let mut fleet = new_fleet(&run, machines);
+            for r in 0..rows {
+                send_fleet(&producer, &topic, &mut fleet, r..r + 1).await;
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            fleet
+        }
+    });
+
+    let mut first = spawn_ingest(&brokers, reg.path(), &model, &run);
+    // Kill once more than a window of rows per machine is committed, while rows still arrive.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while committed_rows(&brokers, &topic, &group) < (machines * (WINDOW + 2)) as i64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing committed within 60 s"
+        );
+        assert!(first.0.try_wait().unwrap().is_none(), "ingest exited early");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    first.0.kill().unwrap(); // SIGKILL
+    let status = first.0.wait().unwrap();
+    assert!(!status.success(), "killed, not exited: {status:?}");
+    let killed_at = committed_rows(&brokers, &topic, &group);
+    assert!(!streamer.is_finished(), "the stream ended before the kill");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let mut second = spawn_ingest(&brokers, reg.path(), &model, &run);
+    let fleet = streamer.await.unwrap();
+    let expected = offline_forecasts(reg.path(), &model, &fleet);
+    assert_eq!(expected.len(), machines * (rows - WINDOW + 1));
+    assert_forecasts(&model, &expected, &[]).await;
+    assert!(
+        second.0.try_wait().unwrap().is_none(),
+        "ingest exited early"
+    );
+    eprintln!(
+        "killed with {killed_at} of {} rows committed",
+        machines * rows
+    );
+
+    // SIGTERM: drain, commit, exit 0.
+    let term = Command::new("kill")
+        .args(["-TERM", &second.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = second.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit 60 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(status.success(), "exit after SIGTERM: {status:?}");
+    check_committed(&brokers, &topic, &group);
 }
 
 /// Every bad message reached the DLQ with its reason, its source offset and its bytes.

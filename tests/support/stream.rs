@@ -339,6 +339,27 @@ pub async fn wait_committed(brokers: &str, telemetry_topic: &str, group: &str, t
 }
 
 fn committed_to_the_end(brokers: &str, telemetry_topic: &str, group: &str) -> Result<(), String> {
+    let (probe, committed) = committed_offsets(brokers, telemetry_topic, group);
+    for (p, offset) in committed.into_iter().enumerate() {
+        let (_, high) = probe
+            .fetch_watermarks(telemetry_topic, p as i32, Duration::from_secs(5))
+            .unwrap();
+        if high > 0 && offset != Offset::Offset(high) {
+            return Err(format!(
+                "partition {p} committed at {offset:?}, its end is {high}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The committed offset of each of the 3 telemetry partitions for `group` (`Offset::Invalid`
+/// where none was committed), with the client that asked.
+pub fn committed_offsets(
+    brokers: &str,
+    telemetry_topic: &str,
+    group: &str,
+) -> (BaseConsumer, Vec<Offset>) {
     let probe: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
@@ -351,17 +372,21 @@ fn committed_to_the_end(brokers: &str, telemetry_topic: &str, group: &str) -> Re
     let committed = probe
         .committed_offsets(tpl, Duration::from_secs(10))
         .unwrap();
+    let mut offsets = vec![Offset::Invalid; 3];
     for e in committed.elements() {
-        let (_, high) = probe
-            .fetch_watermarks(telemetry_topic, e.partition(), Duration::from_secs(5))
-            .unwrap();
-        if high > 0 && e.offset() != Offset::Offset(high) {
-            return Err(format!(
-                "partition {} committed at {:?}, its end is {high}",
-                e.partition(),
-                e.offset()
-            ));
-        }
+        offsets[e.partition() as usize] = e.offset();
     }
-    Ok(())
+    (probe, offsets)
+}
+
+/// Rows committed across the telemetry partitions of `group`.
+pub fn committed_rows(brokers: &str, telemetry_topic: &str, group: &str) -> i64 {
+    committed_offsets(brokers, telemetry_topic, group)
+        .1
+        .iter()
+        .map(|o| match o {
+            Offset::Offset(n) => *n,
+            _ => 0,
+        })
+        .sum()
 }

@@ -3,12 +3,17 @@
 //! Offsets are committed at barriers: every `commit_interval` consumption stops until every
 //! forecast, raw point, DLQ record and alert derived from what was consumed is acknowledged, then
 //! the consumed positions are committed. So a committed offset never runs ahead of InfluxDB.
+//!
+//! The Kafka consumer is polled on a thread of its own, which hands messages and rebalances to the
+//! service loop in order. When the group takes partitions away, the poll thread holds the
+//! rebalance until the loop has drained, checkpointed the windows and named the offsets to commit,
+//! and commits them before the partitions go: the next owner starts exactly where this one stopped.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -21,8 +26,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
@@ -274,38 +280,128 @@ enum Done {
     Delivered,
 }
 
-#[derive(Default)]
-struct RebalanceLog {
-    assigned: Vec<(String, i32)>,
-    revoked: Vec<(String, i32)>,
+type Partition = (String, i32);
+
+/// What the poll thread hands the service loop, in the order the consumer produced it.
+enum Polled {
+    Message(OwnedMessage),
+    Error(KafkaError),
+    /// The group takes these partitions away. The loop drains, checkpoints and answers with the
+    /// offsets to commit; the poll thread commits them before the rebalance goes on.
+    Revoke {
+        partitions: Vec<Partition>,
+        reply: std::sync::mpsc::SyncSender<TopicPartitionList>,
+    },
+    Assign(Vec<Partition>),
 }
 
 struct IngestContext {
-    log: Arc<Mutex<RebalanceLog>>,
+    tx: mpsc::Sender<Polled>,
+    /// How long a revoke waits for the loop's drain before the rebalance goes on without it (the
+    /// last barrier's commit then stands, and the next owner re-forecasts from there).
+    revoke_timeout: Duration,
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<Partition> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+impl IngestContext {
+    /// Hands `item` to the loop; false when the loop is gone. Dropping the consumer on an async
+    /// runtime thread must not block it, so there the item is only offered.
+    fn hand_over(&self, item: Polled) -> bool {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.tx.try_send(item).is_ok()
+        } else {
+            self.tx.blocking_send(item).is_ok()
+        }
+    }
 }
 
 impl ClientContext for IngestContext {}
 
 impl ConsumerContext for IngestContext {
-    fn post_rebalance(
-        &self,
-        _c: &rdkafka::consumer::BaseConsumer<Self>,
-        rebalance: &Rebalance<'_>,
-    ) {
-        let mut log = self.log.lock().expect("rebalance log lock");
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let partitions = partitions(tpl);
+        if partitions.is_empty() || tokio::runtime::Handle::try_current().is_ok() {
+            return;
+        }
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        if !self.hand_over(Polled::Revoke { partitions, reply }) {
+            return;
+        }
+        match answer.recv_timeout(self.revoke_timeout) {
+            Ok(offsets) if offsets.count() == 0 => {}
+            Ok(offsets) => match consumer.commit(&offsets, CommitMode::Sync) {
+                Ok(()) => {
+                    tracing::info!(partitions = offsets.count(), "offsets committed on revoke")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "commit on revoke failed; the last barrier's offsets stand")
+                }
+            },
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => tracing::warn!(
+                timeout = ?self.revoke_timeout,
+                "revoked partitions not drained in time; the last barrier's offsets stand"
+            ),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {}
+        }
+    }
+
+    fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
-            Rebalance::Assign(tpl) => log.assigned.extend(
-                tpl.elements()
-                    .iter()
-                    .map(|e| (e.topic().to_string(), e.partition())),
-            ),
-            Rebalance::Revoke(tpl) => log.revoked.extend(
-                tpl.elements()
-                    .iter()
-                    .map(|e| (e.topic().to_string(), e.partition())),
-            ),
+            Rebalance::Assign(tpl) => {
+                self.hand_over(Polled::Assign(partitions(tpl)));
+            }
+            Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
+    }
+}
+
+/// Polls the consumer until `stop` is set or the loop is gone. Blocking on a full channel is the
+/// back-pressure: the loop takes no messages while it drains.
+fn poll_consumer(
+    consumer: Arc<BaseConsumer<IngestContext>>,
+    tx: mpsc::Sender<Polled>,
+    stop: Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::Relaxed) && !tx.is_closed() {
+        let item = match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Ok(m)) => Polled::Message(m.detach()),
+            Some(Err(e)) => Polled::Error(e),
+        };
+        if tx.blocking_send(item).is_err() {
+            break;
+        }
+    }
+}
+
+/// Stops the poll thread when the service loop ends, on any path.
+struct PollThread {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PollThread {
+    async fn join(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+}
+
+impl Drop for PollThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -352,8 +448,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         .create()
         .context("creating the Kafka producer")?;
     ensure_checkpoint_topic(&config).await?;
-    let log = Arc::new(Mutex::new(RebalanceLog::default()));
-    let consumer: StreamConsumer<IngestContext> =
+    let (polled_tx, mut polled_rx) = mpsc::channel::<Polled>(1024);
+    let consumer: BaseConsumer<IngestContext> =
         maintcast_common::kafka::client_config(&config.brokers)
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
@@ -362,11 +458,28 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             // Range keeps partition p of `telemetry` and of `maintenance-events` on one instance, so a
             // machine's rows and its events meet in one window.
             .set("partition.assignment.strategy", "range")
-            .create_with_context(IngestContext { log: log.clone() })
+            .create_with_context(IngestContext {
+                tx: polled_tx.clone(),
+                revoke_timeout: config.drain_timeout,
+            })
             .context("creating the Kafka consumer")?;
     consumer
         .subscribe(&[&config.topics.telemetry, &config.topics.events])
         .context("subscribing to the telemetry topics")?;
+    let consumer = Arc::new(consumer);
+    let stop = Arc::new(AtomicBool::new(false));
+    let poll_thread = PollThread {
+        stop: stop.clone(),
+        handle: Some(
+            std::thread::Builder::new()
+                .name("kafka-poll".into())
+                .spawn({
+                    let consumer = consumer.clone();
+                    move || poll_consumer(consumer, polled_tx, stop)
+                })
+                .context("starting the Kafka poll thread")?,
+        ),
+    };
 
     let (req_tx, req_rx) = mpsc::channel::<ForecastRequest>(config.queue_capacity);
     let (write_tx, write_rx) = mpsc::channel::<WriteItem>(config.queue_capacity);
@@ -408,6 +521,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     // After a restore: telemetry offsets below this are already in the machine's window.
     let mut skip_below: HashMap<String, i64> = HashMap::new();
     let mut draining = false;
+    // A revoke waiting for the drain: its partitions and where to send the offsets to commit.
+    let mut revoking: Option<(
+        Vec<Partition>,
+        std::sync::mpsc::SyncSender<TopicPartitionList>,
+    )> = None;
     let mut stopping = false;
     let mut stop_deadline: Option<tokio::time::Instant> = None;
     let mut commit_tick = tokio::time::interval(config.commit_interval);
@@ -440,22 +558,30 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
                 metrics.machines.set(store.len() as i64);
                 metrics.consumer_lag.set(consumer_lag(&consumer, &positions, &assigned));
             }
-            msg = consumer.recv(), if !draining => {
-                apply_rebalance(
-                    &config,
-                    &log,
-                    &mut assigned,
-                    &mut positions,
-                    &mut committed,
-                    &mut store,
-                    &mut skip_below,
-                    &mut dirty,
-                )
-                .await?;
-                let msg = match msg {
-                    Ok(m) => m,
-                    Err(e) => {
+            polled = polled_rx.recv(), if !draining => {
+                let msg = match polled {
+                    None => anyhow::bail!("the Kafka poll thread stopped"),
+                    Some(Polled::Message(m)) => m,
+                    Some(Polled::Error(e)) => {
                         tracing::warn!(error = %e, "Kafka consume error");
+                        continue;
+                    }
+                    Some(Polled::Revoke { partitions, reply }) => {
+                        tracing::info!(?partitions, in_flight, "partitions revoked: draining before the handover");
+                        revoking = Some((partitions, reply));
+                        draining = true;
+                        continue;
+                    }
+                    Some(Polled::Assign(newly)) => {
+                        assign(
+                            &config,
+                            newly,
+                            &mut assigned,
+                            &mut store,
+                            &mut skip_below,
+                            &mut dirty,
+                        )
+                        .await?;
                         continue;
                     }
                 };
@@ -546,11 +672,33 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 
         if draining && in_flight == 0 {
             // Checkpoints first: a committed offset must never be ahead of the windows.
-            if write_checkpoints(
+            let checkpointed = write_checkpoints(
                 &config, &producer, &store, &mut dirty, &positions, &assigned,
             )
-            .await
-            {
+            .await;
+            if let Some((partitions, reply)) = revoking.take() {
+                let mut offsets = TopicPartitionList::new();
+                for tp in &partitions {
+                    if let Some(&o) = positions.get(tp)
+                        && checkpointed
+                        && committed.get(tp) != Some(&o)
+                    {
+                        let _ = offsets.add_partition_offset(&tp.0, tp.1, Offset::Offset(o));
+                    }
+                }
+                // The poll thread commits these before the partitions go.
+                let _ = reply.send(offsets);
+                revoke(
+                    &config,
+                    partitions,
+                    &mut assigned,
+                    &mut positions,
+                    &mut committed,
+                    &mut store,
+                    &mut skip_below,
+                    &mut dirty,
+                );
+            } else if checkpointed {
                 commit(&consumer, &positions, &assigned, &mut committed);
             }
             draining = false;
@@ -566,6 +714,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             );
         }
     }
+    // The loop is gone: a revoke during the consumer's close finds no one to drain and returns.
+    drop(polled_rx);
+    drop(consumer);
+    poll_thread.join().await;
     drop(req_tx);
     drop(write_tx);
     inference.await??;
@@ -585,27 +737,19 @@ fn header(msg: &impl Message, name: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
+/// Forgets revoked partitions: their windows belong to their next owner, which restores them from
+/// the checkpoints just written.
 #[allow(clippy::too_many_arguments)]
-async fn apply_rebalance(
+fn revoke(
     config: &Config,
-    log: &Mutex<RebalanceLog>,
-    assigned: &mut HashSet<(String, i32)>,
-    positions: &mut HashMap<(String, i32), i64>,
-    committed: &mut HashMap<(String, i32), i64>,
+    revoked: Vec<Partition>,
+    assigned: &mut HashSet<Partition>,
+    positions: &mut HashMap<Partition, i64>,
+    committed: &mut HashMap<Partition, i64>,
     store: &mut WindowStore,
     skip_below: &mut HashMap<String, i64>,
     dirty: &mut HashSet<String>,
-) -> anyhow::Result<()> {
-    let (revoked, newly) = {
-        let mut log = log.lock().expect("rebalance log lock");
-        (
-            std::mem::take(&mut log.revoked),
-            std::mem::take(&mut log.assigned),
-        )
-    };
-    if revoked.is_empty() && newly.is_empty() {
-        return Ok(());
-    }
+) {
     let mut gone: HashSet<i32> = HashSet::new();
     for tp in revoked {
         tracing::info!(topic = tp.0, partition = tp.1, "partition revoked");
@@ -616,20 +760,21 @@ async fn apply_rebalance(
         positions.remove(&tp);
         committed.remove(&tp);
     }
-    let mut fresh: HashSet<i32> = HashSet::new();
-    for tp in newly {
-        tracing::info!(topic = tp.0, partition = tp.1, "partition assigned");
-        if tp.0 == config.topics.telemetry {
-            fresh.insert(tp.1);
-        }
-        assigned.insert(tp);
+    drop_windows(&gone, store, skip_below, dirty);
+}
+
+fn drop_windows(
+    partitions: &HashSet<i32>,
+    store: &mut WindowStore,
+    skip_below: &mut HashMap<String, i64>,
+    dirty: &mut HashSet<String>,
+) {
+    if partitions.is_empty() {
+        return;
     }
-    // Windows of partitions that moved away belong to their new owner now; ones (re)assigned
-    // here come from the checkpoint, which matches the committed offset we restart from.
-    let drop_partitions: HashSet<i32> = gone.union(&fresh).copied().collect();
     let mut dropped = Vec::new();
     store.remove_where(|id, w| {
-        let d = drop_partitions.contains(&w.partition);
+        let d = partitions.contains(&w.partition);
         if d {
             dropped.push(id.to_string());
         }
@@ -639,6 +784,29 @@ async fn apply_rebalance(
         skip_below.remove(&id);
         dirty.remove(&id);
     }
+}
+
+/// Takes on newly assigned partitions with their windows from the checkpoint topic, which match
+/// the committed offset consumption starts from.
+async fn assign(
+    config: &Config,
+    newly: Vec<Partition>,
+    assigned: &mut HashSet<Partition>,
+    store: &mut WindowStore,
+    skip_below: &mut HashMap<String, i64>,
+    dirty: &mut HashSet<String>,
+) -> anyhow::Result<()> {
+    let mut fresh: HashSet<i32> = HashSet::new();
+    for tp in newly {
+        tracing::info!(topic = tp.0, partition = tp.1, "partition assigned");
+        if tp.0 == config.topics.telemetry {
+            fresh.insert(tp.1);
+        }
+        assigned.insert(tp);
+    }
+    // Windows still held for these partitions (a revoke that timed out) may be ahead of the
+    // committed offset; the checkpoint is not.
+    drop_windows(&fresh, store, skip_below, dirty);
     if fresh.is_empty() {
         return Ok(());
     }
@@ -729,7 +897,7 @@ async fn ensure_checkpoint_topic(config: &Config) -> anyhow::Result<()> {
 }
 
 fn commit(
-    consumer: &StreamConsumer<IngestContext>,
+    consumer: &BaseConsumer<IngestContext>,
     positions: &HashMap<(String, i32), i64>,
     assigned: &HashSet<(String, i32)>,
     committed: &mut HashMap<(String, i32), i64>,
@@ -757,7 +925,7 @@ fn commit(
 }
 
 fn consumer_lag(
-    consumer: &StreamConsumer<IngestContext>,
+    consumer: &BaseConsumer<IngestContext>,
     positions: &HashMap<(String, i32), i64>,
     assigned: &HashSet<(String, i32)>,
 ) -> i64 {
@@ -777,7 +945,7 @@ fn consumer_lag(
 fn send_dlq(
     config: &Config,
     producer: &FutureProducer,
-    msg: &rdkafka::message::BorrowedMessage<'_>,
+    msg: &OwnedMessage,
     error: &str,
     done: &mpsc::UnboundedSender<Done>,
 ) -> usize {

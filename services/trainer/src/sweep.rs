@@ -221,6 +221,61 @@ pub fn sample(runs: Vec<RunSpec>, n: usize, seed: u64) -> Vec<RunSpec> {
         .collect()
 }
 
+/// An axis whose values a sample keeps together, so each drawn setting is trained with every value
+/// of it: `--paired schedule` draws matched pairs with and without learning-rate decay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PairAxis {
+    Schedule,
+    Optimizer,
+    BatchSize,
+    Lr,
+    Loss,
+    Dropout,
+}
+
+impl PairAxis {
+    /// The config with this axis set to a fixed value: runs that differ only on it share the key.
+    fn key(self, c: &Config) -> String {
+        let mut c = c.clone();
+        match self {
+            PairAxis::Schedule => c.train.schedule = Schedule::default(),
+            PairAxis::Optimizer => c.train.optimizer.kind = OptimizerKind::default(),
+            PairAxis::BatchSize => c.train.batch_size = 0,
+            PairAxis::Lr => c.train.lr = 0.0,
+            PairAxis::Loss => c.train.loss = LossKind::default(),
+            PairAxis::Dropout => c.model.dropout = 0.0,
+        }
+        serde_json::to_string(&c).expect("a config serializes")
+    }
+}
+
+/// Like [`sample`], but draws `n` settings of every axis except `axis` and keeps each with all of
+/// its values of `axis`, so the sample holds matched comparisons (up to `n` x the axis's length
+/// runs).
+pub fn sample_paired(runs: Vec<RunSpec>, n: usize, seed: u64, axis: PairAxis) -> Vec<RunSpec> {
+    let keys: Vec<String> = runs.iter().map(|r| axis.key(&r.config)).collect();
+    let mut groups: Vec<&str> = Vec::new();
+    for k in &keys {
+        if !groups.contains(&k.as_str()) {
+            groups.push(k);
+        }
+    }
+    if n >= groups.len() {
+        return runs;
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let picked: std::collections::HashSet<&str> =
+        rand::seq::index::sample(&mut rng, groups.len(), n)
+            .into_iter()
+            .map(|i| groups[i])
+            .collect();
+    let keep: Vec<bool> = keys.iter().map(|k| picked.contains(k.as_str())).collect();
+    runs.into_iter()
+        .zip(keep)
+        .filter_map(|(r, k)| k.then_some(r))
+        .collect()
+}
+
 fn short_hash(bytes: &[u8]) -> String {
     hex::encode(&Sha256::digest(bytes)[..6])
 }

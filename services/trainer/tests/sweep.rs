@@ -202,6 +202,28 @@ fn grids_expand_sample_and_refuse_typos() {
     // Other data, other runs.
     assert_ne!(all[0].id, g.expand("other").unwrap()[0].id);
 
+    // Paired on the schedule: 4 of the 12 settings, each with and without decay.
+    let p = sweep::sample_paired(all.clone(), 4, 7, sweep::PairAxis::Schedule);
+    assert_eq!(p.len(), 8);
+    for r in &p {
+        let twin = p.iter().filter(|o| {
+            o.id != r.id
+                && o.config.model.hidden == r.config.model.hidden
+                && o.config.train.batch_size == r.config.train.batch_size
+                && o.config.train.schedule != r.config.train.schedule
+        });
+        assert_eq!(twin.count(), 1, "{} has no matched run", r.label);
+    }
+    assert_ne!(
+        ids(&p),
+        ids(&sweep::sample_paired(
+            all.clone(),
+            4,
+            8,
+            sweep::PairAxis::Schedule
+        ))
+    );
+
     let e = Grid::from_toml("[grid]\nunit = [32]\n").unwrap_err();
     assert!(format!("{e:#}").contains("unit"), "{e:#}");
     let e = Grid::from_toml("[grid]\noptimizer = []\n").unwrap_err();

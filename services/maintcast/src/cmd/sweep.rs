@@ -41,6 +41,10 @@ pub struct Args {
     /// Train only N combinations drawn at random (seeded by the grid's `seed`, or `--seed`).
     #[arg(long, env = "MAINTCAST_SWEEP_SAMPLE")]
     sample: Option<usize>,
+    /// With --sample: draw N settings of the other axes and train each with every value of this
+    /// one (`schedule`: matched runs with and without learning-rate decay).
+    #[arg(long, value_enum, requires = "sample", env = "MAINTCAST_SWEEP_PAIRED")]
+    paired: Option<sweep::PairAxis>,
     /// Overrides the grid's sampling seed.
     #[arg(long)]
     seed: Option<u64>,
@@ -99,7 +103,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if n == 0 {
             bail!("--sample must be at least 1");
         }
-        runs = sweep::sample(runs, n, args.seed.unwrap_or(grid.seed));
+        let seed = args.seed.unwrap_or(grid.seed);
+        runs = match args.paired {
+            Some(axis) => sweep::sample_paired(runs, n, seed, axis),
+            None => sweep::sample(runs, n, seed),
+        };
     }
     tracing::info!(
         "grid {:?}: {combinations} combinations, {} to run, data {data_id}",
