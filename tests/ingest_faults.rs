@@ -13,7 +13,8 @@ use maintcast_common::shutdown::Shutdown;
 use maintcast_e2e::ingest::{create_topics, service_config};
 use maintcast_e2e::stream::{
     WINDOW, assert_forecasts, check_committed, committed_rows, make_model, new_fleet,
-    offline_forecasts, offline_forecasts_by, producer, publish_model, send_fleet, wait_committed,
+    offline_forecasts, offline_forecasts_by, producer, publish_model_ordered, send_fleet,
+    wait_committed,
 };
 use maintcast_e2e::{kafka_brokers, unique};
 use maintcast_models::registry;
@@ -32,9 +33,10 @@ async fn stop(shutdown: Shutdown, service: JoinHandle<anyhow::Result<()>>) {
         .expect("service exits cleanly");
 }
 
-/// Version A serves the first rows; B is published and promoted; the rest of the stream is
-/// forecast by B. Every window is forecast exactly once (the count would show a window written
-/// under both versions) and with the value of the version that claims it.
+/// Version A serves the first rows; B, listing the same sensors in another order (as a model
+/// retrained from InfluxDB history lists them by name), is published and promoted; the rest of
+/// the stream is forecast by B. Every window is forecast exactly once (the count would show a
+/// window written under both versions) and with the value of the version that claims it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_model_promoted_mid_stream_serves_the_rest_with_no_forecast_lost() {
     let _serial = SERIAL.lock().await;
@@ -58,7 +60,7 @@ async fn a_model_promoted_mid_stream_serves_the_rest_with_no_forecast_lost() {
     assert_eq!(expected.len(), machines * (20 - WINDOW + 1));
     assert_forecasts(&model, &expected, &[&service]).await;
 
-    let b = publish_model(reg.path(), &model, 22);
+    let b = publish_model_ordered(reg.path(), &model, 22, &["pressure", "temp", "vibration"]);
     assert_ne!(a, b);
     registry::promote(reg.path(), &model, &b).unwrap();
     // Past the reload interval, so the next batch is the first B serves.

@@ -27,6 +27,26 @@ pub const WINDOW: usize = 10;
 /// Publishes a small randomly initialised model as the next version of `name` in `registry_dir`
 /// and returns that version; CURRENT is left alone.
 pub fn publish_model(registry_dir: &Path, name: &str, seed: u64) -> String {
+    publish_model_ordered(registry_dir, name, seed, &FEATURES)
+}
+
+/// As [`publish_model`], with the features listed in `order` (a permutation of [`FEATURES`]), as
+/// a model trained from another history source may list them.
+pub fn publish_model_ordered(
+    registry_dir: &Path,
+    name: &str,
+    seed: u64,
+    order: &[&str; 3],
+) -> String {
+    let (offset, scale): (Vec<f32>, Vec<f32>) = order
+        .iter()
+        .map(|f| match *f {
+            "temp" => (50.0, 50.0),
+            "vibration" => (0.0, 2.0),
+            "pressure" => (1.0, 4.0),
+            other => panic!("unknown feature {other}"),
+        })
+        .unzip();
     let arch = ArchConfig {
         n_features: FEATURES.len(),
         hidden: vec![8],
@@ -39,7 +59,7 @@ pub fn publish_model(registry_dir: &Path, name: &str, seed: u64) -> String {
     let card = ModelCard {
         name: name.into(),
         version: String::new(),
-        features: FEATURES.iter().map(|s| s.to_string()).collect(),
+        features: order.iter().map(|s| s.to_string()).collect(),
         window: WINDOW,
         min_rows: WINDOW,
         target: TargetSpec {
@@ -48,8 +68,8 @@ pub fn publish_model(registry_dir: &Path, name: &str, seed: u64) -> String {
         },
         scaler: Scaler {
             kind: ScalerKind::MinMax,
-            offset: vec![50.0, 0.0, 1.0],
-            scale: vec![50.0, 2.0, 4.0],
+            offset,
+            scale,
         },
         arch,
         interval: IntervalSpec {
@@ -222,6 +242,13 @@ pub fn offline_forecasts_by(
 ) -> HashMap<(String, i64), Expected> {
     let f = Forecaster::load(&registry_dir.join(name).join(version), &Device::Cpu).unwrap();
     let nf = FEATURES.len();
+    // Fleet rows are in FEATURES order; the model reads its own.
+    let columns: Vec<usize> = f
+        .features()
+        .iter()
+        .map(|name| FEATURES.iter().position(|g| g == name).unwrap())
+        .collect();
+    let mut ordered = vec![0.0f32; nf];
     let mut out = HashMap::new();
     for (id, machine_rows) in &fleet.rows {
         for end in WINDOW..=machine_rows.len() {
@@ -230,7 +257,10 @@ pub fn offline_forecasts_by(
             }
             let mut scaled = vec![0.0f32; WINDOW * nf];
             for (r, (_, raw)) in machine_rows[end - WINDOW..end].iter().enumerate() {
-                f.scale_row(raw, &mut scaled[r * nf..(r + 1) * nf]);
+                for (dst, &j) in ordered.iter_mut().zip(&columns) {
+                    *dst = raw[j];
+                }
+                f.scale_row(&ordered, &mut scaled[r * nf..(r + 1) * nf]);
             }
             let p = f.predict(&scaled, 1).unwrap();
             let expected = Expected {

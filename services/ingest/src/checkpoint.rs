@@ -11,7 +11,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::window::{MachineWindow, WindowStore};
+use crate::window::{MachineWindow, WindowStore, column_map};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct CheckpointRecord {
@@ -62,16 +62,22 @@ pub fn encode(features: &[String], w: &MachineWindow, next_offset: i64) -> Vec<u
     .encode_to_vec()
 }
 
-/// Rebuilds a window; `None` when it was written for another feature layout (a different
-/// model), which cannot be reused.
+/// Rebuilds a window; `None` when it was written for other features (a model with other
+/// sensors), which cannot be reused. The same features in another order are reordered.
 pub fn decode(store: &WindowStore, bytes: &[u8]) -> Option<(MachineWindow, i64)> {
-    let r = CheckpointRecord::decode(bytes).ok()?;
+    let mut r = CheckpointRecord::decode(bytes).ok()?;
     let nf = store.features().len();
-    if r.features != store.features()
-        || r.values.len() != r.ts.len() * nf
-        || r.last_good.len() != nf
-    {
+    let map = column_map(&r.features, store.features())?;
+    if r.values.len() != r.ts.len() * nf || r.last_good.len() != nf {
         return None;
+    }
+    if map.iter().enumerate().any(|(i, &j)| i != j) {
+        r.values = r
+            .values
+            .chunks_exact(nf)
+            .flat_map(|row| map.iter().map(move |&j| row[j]))
+            .collect();
+        r.last_good = map.iter().map(|&j| r.last_good[j]).collect();
     }
     let mut w = store.new_window();
     w.load_rows(&r.ts, &r.values);
@@ -163,6 +169,26 @@ mod tests {
         assert!(
             decode(&other, &bytes).is_none(),
             "a different feature layout is refused"
+        );
+        let renamed = WindowStore::new(vec!["a".into(), "c".into()], 3, vec![0.0, 0.0]);
+        assert!(
+            decode(&renamed, &bytes).is_none(),
+            "other sensors are refused"
+        );
+
+        // The same sensors in the other order: every column follows its name.
+        let swapped = WindowStore::new(vec!["b".into(), "a".into()], 3, vec![0.0, 0.0]);
+        let (back, _) = decode(&swapped, &bytes).unwrap();
+        assert_eq!(back.len(), w.len());
+        for i in 0..w.len() {
+            let ((t0, r0), (t1, r1)) = (w.row(i), back.row(i));
+            assert_eq!(t0, t1);
+            assert_eq!((r0[0], r0[1]), (r1[1], r1[0]));
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&back.last_good),
+            bits(&[w.last_good[1], w.last_good[0]])
         );
     }
 }

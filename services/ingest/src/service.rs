@@ -38,7 +38,7 @@ use crate::batch::Batcher;
 use crate::checkpoint;
 use crate::model::Model;
 use crate::serving::{ServingModel, parse_device};
-use crate::window::{RowOutcome, WindowStore};
+use crate::window::{RowOutcome, WindowStore, column_map};
 
 #[derive(Debug, Clone)]
 pub struct Topics {
@@ -1094,6 +1094,9 @@ async fn inference_task(
     tx: mpsc::Sender<WriteItem>,
     metrics: Metrics,
 ) -> anyhow::Result<()> {
+    // Windows hold rows in the feature order of the model the service started with; a model
+    // reloaded since may list the same features in another order.
+    let window_features = model.features().to_vec();
     let mut batcher = Batcher::new(config.batch_size, config.linger);
     let mut last_check = Instant::now();
     let mut refused: Option<PathBuf> = None;
@@ -1139,13 +1142,23 @@ async fn inference_task(
         let m = model.clone();
         metrics.batch_size.observe(n as f64);
         let started = Instant::now();
+        let columns = column_map(&window_features, m.features())
+            .filter(|map| map.iter().enumerate().any(|(i, &j)| i != j));
         let (batch, predictions) = tokio::task::spawn_blocking(move || {
             let (w, nf) = (m.window(), m.features().len());
             let mut scaled = vec![0.0f32; n * w * nf];
+            let mut reordered = vec![0.0f32; nf];
             for (i, r) in batch.iter().enumerate() {
                 for row in 0..w {
                     let at = (i * w + row) * nf;
-                    m.scale_row(&r.raw[row * nf..(row + 1) * nf], &mut scaled[at..at + nf]);
+                    let mut raw = &r.raw[row * nf..(row + 1) * nf];
+                    if let Some(map) = &columns {
+                        for (dst, &j) in reordered.iter_mut().zip(map) {
+                            *dst = raw[j];
+                        }
+                        raw = &reordered;
+                    }
+                    m.scale_row(raw, &mut scaled[at..at + nf]);
                 }
             }
             let p = m.predict(&scaled, n);
@@ -1179,8 +1192,9 @@ async fn inference_task(
     Ok(())
 }
 
-/// Loads CURRENT if it moved. A model that fails to load, or whose features or window differ
-/// from the serving one (the windows are shaped for it), is refused once and the old one stays.
+/// Loads CURRENT if it moved. A model that fails to load, or whose features (in any order) or
+/// window differ from the serving one (the windows are shaped for it), is refused once and the
+/// old one stays.
 async fn reload(
     config: &Config,
     device: &candle_core::Device,
@@ -1200,8 +1214,14 @@ async fn reload(
         .ok()?;
     let result = loaded.and_then(|m| {
         anyhow::ensure!(
-            m.features() == current.features() && m.window() == current.window(),
-            "its features or window differ from the serving model's; restart ingest to adopt it"
+            column_map(current.features(), m.features()).is_some()
+                && m.window() == current.window(),
+            "its features {:?} or window {} differ from the serving model's ({:?}, {}); \
+             restart ingest to adopt it",
+            m.features(),
+            m.window(),
+            current.features(),
+            current.window()
         );
         Ok(m)
     });

@@ -193,6 +193,18 @@ impl MachineWindow {
     }
 }
 
+/// Where each of `to`'s features sits in `from`: `Some` when both hold the same features, in any
+/// order. Models retrained from another source may list the same sensors in another order; windows
+/// and checkpoints are carried over by name, never by position.
+pub fn column_map(from: &[String], to: &[String]) -> Option<Vec<usize>> {
+    if from.len() != to.len() {
+        return None;
+    }
+    to.iter()
+        .map(|f| from.iter().position(|g| g == f))
+        .collect()
+}
+
 /// All machines this instance tracks, for one feature layout.
 pub struct WindowStore {
     features: Vec<String>,
