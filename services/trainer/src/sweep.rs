@@ -235,7 +235,7 @@ pub enum PairAxis {
 
 impl PairAxis {
     /// The config with this axis set to a fixed value: runs that differ only on it share the key.
-    fn key(self, c: &Config) -> String {
+    pub fn key(self, c: &Config) -> String {
         let mut c = c.clone();
         match self {
             PairAxis::Schedule => c.train.schedule = Schedule::default(),
@@ -246,6 +246,31 @@ impl PairAxis {
             PairAxis::Dropout => c.model.dropout = 0.0,
         }
         serde_json::to_string(&c).expect("a config serializes")
+    }
+}
+
+impl PairAxis {
+    /// The axis's value in `c` as the run labels write it.
+    pub fn value(self, c: &Config) -> String {
+        match self {
+            PairAxis::Schedule => schedule_label(&c.train.schedule),
+            PairAxis::Optimizer => kebab(c.train.optimizer.kind),
+            PairAxis::BatchSize => format!("bs{}", c.train.batch_size),
+            PairAxis::Lr => format!("lr{}", c.train.lr),
+            PairAxis::Loss => kebab(c.train.loss),
+            PairAxis::Dropout => format!("do{}", c.model.dropout),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PairAxis::Schedule => "schedule",
+            PairAxis::Optimizer => "optimizer",
+            PairAxis::BatchSize => "batch size",
+            PairAxis::Lr => "learning rate",
+            PairAxis::Loss => "loss",
+            PairAxis::Dropout => "dropout",
+        }
     }
 }
 
@@ -304,25 +329,31 @@ pub fn label(c: &Config) -> String {
         .map(|h| h.to_string())
         .collect::<Vec<_>>()
         .join("-");
-    let opt = serde_json::to_value(c.train.optimizer.kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    let sched = match &c.train.schedule {
+    let opt = kebab(c.train.optimizer.kind);
+    let sched = schedule_label(&c.train.schedule);
+    let loss = kebab(c.train.loss);
+    format!(
+        "lstm{hidden} do{} {opt} bs{} lr{} {sched} {loss} w{}s{}",
+        c.model.dropout, c.train.batch_size, c.train.lr, c.data.window, c.data.step
+    )
+}
+
+fn schedule_label(s: &Schedule) -> String {
+    match s {
         Schedule::Constant => "const".to_string(),
         Schedule::Step { every, gamma } => format!("step{every}x{gamma}"),
         Schedule::Exponential { gamma } => format!("exp{gamma}"),
         Schedule::Cosine { .. } => "cosine".to_string(),
         Schedule::Plateau { factor, .. } => format!("plateau{factor}"),
-    };
-    let loss = serde_json::to_value(c.train.loss)
+    }
+}
+
+/// A unit enum's serde name (`nadam`, `mse`).
+fn kebab(v: impl Serialize) -> String {
+    serde_json::to_value(v)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    format!(
-        "lstm{hidden} do{} {opt} bs{} lr{} {sched} {loss} w{}s{}",
-        c.model.dropout, c.train.batch_size, c.train.lr, c.data.window, c.data.step
-    )
+        .unwrap_or_default()
 }
 
 /// One epoch as the leaderboard and chart keep it.
@@ -372,6 +403,8 @@ pub struct SweepOptions {
     pub influx: Option<TrainingRunSink>,
     /// Train nothing: rank the runs that already finished (the report of an interrupted sweep).
     pub report_only: bool,
+    /// Compare runs that differ only on this axis in the leaderboard.
+    pub paired: Option<PairAxis>,
 }
 
 #[derive(Debug)]
@@ -472,7 +505,7 @@ pub fn run(
     });
     let mut results = finished.into_inner().unwrap_or_else(|e| e.into_inner());
     leaderboard::sort(&mut results);
-    leaderboard::write(out, &results)?;
+    leaderboard::write(out, &results, opts.paired)?;
     if let Err(e) = crate::chart::render(&out.join("chart.png"), &results) {
         tracing::warn!("no chart: {e:#}");
     }

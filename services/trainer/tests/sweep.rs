@@ -64,6 +64,7 @@ fn options(out: &Path) -> SweepOptions {
         model_name: "tiny".into(),
         influx: None,
         report_only: false,
+        paired: None,
     }
 }
 
@@ -172,6 +173,7 @@ fn an_interrupted_run_is_trained_again() {
     tensorboard::EventWriter::create(&run_dir).unwrap();
     let report = SweepOptions {
         report_only: true,
+        paired: None,
         ..options(&out)
     };
     let o = sweep::run(&grid, &runs, &fleet(), &report).unwrap();

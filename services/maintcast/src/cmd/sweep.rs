@@ -41,9 +41,10 @@ pub struct Args {
     /// Train only N combinations drawn at random (seeded by the grid's `seed`, or `--seed`).
     #[arg(long, env = "MAINTCAST_SWEEP_SAMPLE")]
     sample: Option<usize>,
-    /// With --sample: draw N settings of the other axes and train each with every value of this
-    /// one (`schedule`: matched runs with and without learning-rate decay).
-    #[arg(long, value_enum, requires = "sample", env = "MAINTCAST_SWEEP_PAIRED")]
+    /// Compare runs that differ only on this axis (a table in the leaderboard); with --sample,
+    /// draw N settings of the other axes and train each with every value of this one
+    /// (`schedule`: matched runs with and without learning-rate decay).
+    #[arg(long, value_enum, env = "MAINTCAST_SWEEP_PAIRED")]
     paired: Option<sweep::PairAxis>,
     /// Overrides the grid's sampling seed.
     #[arg(long)]
@@ -139,6 +140,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             TrainingRunSink::from_env()?
         },
         report_only: args.report_only,
+        paired: args.paired,
     };
     let outcome = sweep::run(&grid, &runs, &history, &opts)?;
     if let Some(sink) = &opts.influx {
@@ -154,6 +156,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         runs.len() - outcome.trained - outcome.skipped - outcome.failed.len()
     );
     print!("{}", leaderboard::markdown(&outcome.results));
+    if let Some(axis) = args.paired {
+        print!("\n{}", leaderboard::paired(&outcome.results, axis));
+    }
     println!(
         "\n{} {} {}",
         args.out.join(leaderboard::MARKDOWN_FILE).display(),
