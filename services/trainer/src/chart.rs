@@ -86,9 +86,13 @@ fn draw(path: &Path, results: &[RunResult]) -> Result<(), Box<dyn std::error::Er
         .margin(12)
         .x_label_area_size(45)
         .y_label_area_size(60)
-        .build_cartesian_2d(padded(t_lo, t_hi), padded(m_lo, m_hi))?;
+        // Log time: runs span seconds to many minutes, and the cheap end is where the front is.
+        .build_cartesian_2d(
+            ((t_lo.max(1e-3)) / 1.3..t_hi.max(1e-3) * 1.3).log_scale(),
+            padded(m_lo, m_hi),
+        )?;
     c.configure_mesh()
-        .x_desc("training time (s)")
+        .x_desc("training time (s, log scale)")
         .y_desc("validation MAE (days)")
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 16))
