@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use maintcast_common::shutdown::Shutdown;
@@ -204,8 +206,8 @@ fn spawn_ingest(brokers: &str, registry: &std::path::Path, model: &str, run: &st
     Ingest(child)
 }
 
-/// The `maintcast ingest` process killed with SIGKILL while rows are still arriving, then started
-/// again: every expected forecast is in InfluxDB with the offline value (windows forecast by both
+/// The `maintcast ingest` process killed with SIGKILL while rows are still arriving (about 40 a
+/// second), then started again: every expected forecast is in InfluxDB with the offline value (windows forecast by both
 /// processes overwrite one point), and the rows right after the last commit, fewer than a window,
 /// are forecast, which only windows restored from the checkpoint allow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -218,15 +220,20 @@ async fn kill_9_mid_stream_then_restart_loses_nothing() {
     make_model(reg.path(), &model, 13);
     let topic = format!("{run}-telemetry");
     let group = format!("{run}-group");
-    let (machines, rows) = (4, 60);
+    let machines = 4;
+    // Rows arrive until the restarted process has run a while, however slow the machine is.
+    let stop = Arc::new(AtomicBool::new(false));
     let streamer = tokio::spawn({
-        let (brokers, topic, run) = (brokers.clone(), topic.clone(), run.clone());
+        let (brokers, topic, run, stop) =
+            (brokers.clone(), topic.clone(), run.clone(), stop.clone());
         async move {
             let producer = producer(&brokers);
             let mut fleet = new_fleet(&run, machines);
-            for r in 0..rows {
+            let mut r = 0;
+            while !stop.load(Ordering::Relaxed) && r < 2000 {
                 send_fleet(&producer, &topic, &mut fleet, r..r + 1).await;
-                tokio::time::sleep(Duration::from_millis(150)).await;
+                r += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             fleet
         }
@@ -251,7 +258,10 @@ async fn kill_9_mid_stream_then_restart_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let mut second = spawn_ingest(&brokers, reg.path(), &model, &run);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
     let fleet = streamer.await.unwrap();
+    let rows = fleet.rows[0].1.len();
     let expected = offline_forecasts(reg.path(), &model, &fleet);
     assert_eq!(expected.len(), machines * (rows - WINDOW + 1));
     assert_forecasts(&model, &expected, &[]).await;
