@@ -14,15 +14,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
 use futures::future::join_all;
-use maintcast_e2e::stream::producer;
+use maintcast_e2e::stream::{RandomModel, producer, publish_random_model};
 use maintcast_e2e::{ingest, kafka_brokers};
-use maintcast_models::metrics::IntervalSpec;
-use maintcast_models::network::{ArchConfig, Network};
-use maintcast_models::scaler::{Scaler, ScalerKind};
-use maintcast_models::{ModelCard, TargetSpec, artifact, registry};
+use maintcast_models::registry;
 use maintcast_proto::Telemetry;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -35,49 +30,15 @@ fn features() -> Vec<String> {
 }
 
 fn make_default_model(registry_dir: &Path, name: &str) -> anyhow::Result<()> {
-    let arch = ArchConfig {
-        n_features: N_FEATURES,
-        hidden: vec![64, 64],
-        dropout: 0.0,
-    };
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    Network::new(vb, &arch)?;
-    maintcast_models::train::init_weights(&varmap, 7)?;
-    let card = ModelCard {
-        name: name.into(),
-        version: String::new(),
+    let spec = RandomModel {
         features: features(),
         window: WINDOW,
-        min_rows: WINDOW,
-        target: TargetSpec {
-            name: "days_to_maintenance".into(),
-            cap: 100.0,
-        },
-        scaler: Scaler {
-            kind: ScalerKind::MinMax,
-            offset: vec![0.0; N_FEATURES],
-            scale: vec![10.0; N_FEATURES],
-        },
-        arch,
-        interval: IntervalSpec {
-            lower_quantile: 0.1,
-            upper_quantile: 0.9,
-            lower_offset: -2.0,
-            upper_offset: 3.0,
-            n_calibration: 10,
-        },
-        members: 1,
-        training: serde_json::json!({}),
-        data: serde_json::json!({}),
-        metrics: serde_json::json!({}),
-        weights_sha256: String::new(),
-        parent_version: None,
-        created_at: "2026-11-29T00:00:00Z".into(),
+        hidden: vec![64, 64],
+        offset: vec![0.0; N_FEATURES],
+        scale: vec![10.0; N_FEATURES],
+        seed: 7,
     };
-    let staged = tempfile::tempdir()?;
-    artifact::save(staged.path(), card, &[&varmap])?;
-    let version = registry::publish(registry_dir, name, staged.path())?;
+    let version = publish_random_model(registry_dir, name, spec)?;
     registry::promote(registry_dir, name, &version)?;
     Ok(())
 }

@@ -47,29 +47,58 @@ pub fn publish_model_ordered(
             other => panic!("unknown feature {other}"),
         })
         .unzip();
-    let arch = ArchConfig {
-        n_features: FEATURES.len(),
+    let spec = RandomModel {
+        features: order.iter().map(|s| s.to_string()).collect(),
+        window: WINDOW,
         hidden: vec![8],
+        offset,
+        scale,
+        seed,
+    };
+    publish_random_model(registry_dir, name, spec).expect("publish")
+}
+
+/// A model with random weights: what a test or benchmark needs to drive the serving path.
+pub struct RandomModel {
+    pub features: Vec<String>,
+    pub window: usize,
+    pub hidden: Vec<usize>,
+    /// Min-max scaler: `(raw - offset) / scale` per feature.
+    pub offset: Vec<f32>,
+    pub scale: Vec<f32>,
+    pub seed: u64,
+}
+
+/// Publishes `spec` as the next version of `name` in `registry_dir` (CURRENT is left alone) and
+/// returns that version.
+pub fn publish_random_model(
+    registry_dir: &Path,
+    name: &str,
+    spec: RandomModel,
+) -> anyhow::Result<String> {
+    let arch = ArchConfig {
+        n_features: spec.features.len(),
+        hidden: spec.hidden,
         dropout: 0.0,
     };
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    Network::new(vb, &arch).expect("network");
-    maintcast_models::train::init_weights(&varmap, seed).expect("init");
+    Network::new(vb, &arch)?;
+    maintcast_models::train::init_weights(&varmap, spec.seed)?;
     let card = ModelCard {
         name: name.into(),
         version: String::new(),
-        features: order.iter().map(|s| s.to_string()).collect(),
-        window: WINDOW,
-        min_rows: WINDOW,
+        features: spec.features,
+        window: spec.window,
+        min_rows: spec.window,
         target: TargetSpec {
             name: "days_to_maintenance".into(),
             cap: 100.0,
         },
         scaler: Scaler {
             kind: ScalerKind::MinMax,
-            offset,
-            scale,
+            offset: spec.offset,
+            scale: spec.scale,
         },
         arch,
         interval: IntervalSpec {
@@ -87,9 +116,9 @@ pub fn publish_model_ordered(
         parent_version: None,
         created_at: "2026-11-29T00:00:00Z".into(),
     };
-    let staged = tempfile::tempdir().expect("tempdir");
-    artifact::save(staged.path(), card, &[&varmap]).expect("save model");
-    registry::publish(registry_dir, name, staged.path()).expect("publish")
+    let staged = tempfile::tempdir()?;
+    artifact::save(staged.path(), card, &[&varmap])?;
+    Ok(registry::publish(registry_dir, name, staged.path())?)
 }
 
 /// A small randomly initialised model, published and promoted in `registry_dir`.
