@@ -875,8 +875,7 @@ async fn wait_for<T>(
 /// query returns rows, and each row has the columns its panel reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_query_returns_rows_from_a_fleet_through_the_ingest_service() {
-    use maintcast_common::shutdown::Shutdown;
-    use maintcast_e2e::ingest::{create_topics, service_config};
+    use maintcast_e2e::ingest::{create_topics, service_config, start_service, stop_service};
     use maintcast_e2e::kafka_brokers;
     use maintcast_e2e::stream::{make_model, new_fleet, produce, producer, send_fleet};
     use maintcast_proto::{MaintenanceEvent, MaintenanceKind};
@@ -922,8 +921,7 @@ async fn every_query_returns_rows_from_a_fleet_through_the_ingest_service() {
     config.influx.bucket = bucket.clone();
     config.write_raw = true;
     let influx_config = config.influx.clone();
-    let shutdown = Shutdown::new();
-    let service = tokio::spawn(maintcast_ingest::run(config, shutdown.clone()));
+    let (shutdown, service) = start_service(config);
 
     // Two runs through the trainer's own writer, epoch by epoch as a sweep records them.
     let sink = maintcast_trainer::training_run::TrainingRunSink::new(&influx_config)
@@ -961,12 +959,7 @@ async fn every_query_returns_rows_from_a_fleet_through_the_ingest_service() {
     wait_for(&env, &days, machines, "machines with a forecast", &service).await;
     let events = rows_of("maintenance_event", "note");
     wait_for(&env, &events, 2, "events", &service).await;
-    shutdown.trigger();
-    tokio::time::timeout(std::time::Duration::from_secs(60), service)
-        .await
-        .expect("service drains")
-        .unwrap()
-        .unwrap();
+    stop_service(shutdown, service).await;
 
     let vars = Vars {
         bucket: bucket.clone(),

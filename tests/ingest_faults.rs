@@ -9,8 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use maintcast_common::shutdown::Shutdown;
-use maintcast_e2e::ingest::{create_topics, service_config};
+use maintcast_e2e::ingest::{create_topics, service_config, start_service, stop_service};
 use maintcast_e2e::stream::{
     WINDOW, assert_forecasts, check_committed, committed_rows, make_model, new_fleet,
     offline_forecasts, offline_forecasts_by, producer, publish_model_ordered, send_fleet,
@@ -20,18 +19,8 @@ use maintcast_e2e::{kafka_brokers, unique};
 use maintcast_models::registry;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use tokio::task::JoinHandle;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-async fn stop(shutdown: Shutdown, service: JoinHandle<anyhow::Result<()>>) {
-    shutdown.trigger();
-    tokio::time::timeout(Duration::from_secs(60), service)
-        .await
-        .expect("service stops within 60 s")
-        .expect("service task")
-        .expect("service exits cleanly");
-}
 
 /// Version A serves the first rows; B, listing the same sensors in another order (as a model
 /// retrained from InfluxDB history lists them by name), is published and promoted; the rest of
@@ -54,8 +43,7 @@ async fn a_model_promoted_mid_stream_serves_the_rest_with_no_forecast_lost() {
 
     let mut config = service_config(&brokers, reg.path(), &model, &run);
     config.reload_interval = Duration::from_millis(200);
-    let shutdown = Shutdown::new();
-    let service = tokio::spawn(maintcast_ingest::run(config, shutdown.clone()));
+    let (shutdown, service) = start_service(config);
     let mut expected = offline_forecasts_by(reg.path(), &model, &a, &fleet, 0..20);
     assert_eq!(expected.len(), machines * (20 - WINDOW + 1));
     assert_forecasts(&model, &expected, &[&service]).await;
@@ -77,7 +65,7 @@ async fn a_model_promoted_mid_stream_serves_the_rest_with_no_forecast_lost() {
     expected.extend(by_b);
     assert_eq!(expected.len(), machines * (30 - WINDOW + 1));
     assert_forecasts(&model, &expected, &[&service]).await;
-    stop(shutdown, service).await;
+    stop_service(shutdown, service).await;
     check_committed(&brokers, &topic, &format!("{run}-group"));
 }
 
@@ -140,11 +128,7 @@ async fn influxdb_down_for_30_s_loses_no_forecast() {
     let machines = 4;
     let mut fleet = new_fleet(&run, machines);
     send_fleet(&producer, &topic, &mut fleet, 0..15).await;
-    let shutdown = Shutdown::new();
-    let service = tokio::spawn(maintcast_ingest::run(
-        service_config(&brokers, reg.path(), &model, &run),
-        shutdown.clone(),
-    ));
+    let (shutdown, service) = start_service(service_config(&brokers, reg.path(), &model, &run));
     assert_forecasts(
         &model,
         &offline_forecasts(reg.path(), &model, &fleet),
@@ -169,7 +153,7 @@ async fn influxdb_down_for_30_s_loses_no_forecast() {
     let expected = offline_forecasts(reg.path(), &model, &fleet);
     assert_eq!(expected.len(), machines * (30 - WINDOW + 1));
     assert_forecasts(&model, &expected, &[&service]).await;
-    stop(shutdown, service).await;
+    stop_service(shutdown, service).await;
     check_committed(&brokers, &topic, &format!("{run}-group"));
 }
 
@@ -292,14 +276,7 @@ async fn a_stopped_instance_hands_its_machines_and_windows_to_the_other() {
         mut fleet,
     } = GroupRun::new("faults-group", 41).await;
 
-    let start = || {
-        let shutdown = Shutdown::new();
-        let service = tokio::spawn(maintcast_ingest::run(
-            service_config(&brokers, reg.path(), &model, &run),
-            shutdown.clone(),
-        ));
-        (shutdown, service)
-    };
+    let start = || start_service(service_config(&brokers, reg.path(), &model, &run));
     let (stop_a, a) = start();
     let (stop_b, b) = start();
     let split = two_way_split(&brokers, &group, &topic).await;
@@ -315,7 +292,7 @@ async fn a_stopped_instance_hands_its_machines_and_windows_to_the_other() {
     // Both instances commit what they own, so the handover restarts from the end.
     wait_committed(&brokers, &topic, &group, Duration::from_secs(10)).await;
 
-    stop(stop_a, a).await;
+    stop_service(stop_a, a).await;
     let stopped = Instant::now();
     send_fleet(&producer, &topic, &mut fleet, 20..25).await;
     let expected: HashMap<_, _> = offline_forecasts(reg.path(), &model, &fleet);
@@ -338,7 +315,7 @@ async fn a_stopped_instance_hands_its_machines_and_windows_to_the_other() {
         vec![vec![0, 1, 2]],
         "the survivor holds every partition"
     );
-    stop(stop_b, b).await;
+    stop_service(stop_b, b).await;
     check_committed(&brokers, &topic, &group);
 }
 
@@ -361,11 +338,9 @@ async fn revoked_partitions_are_committed_with_their_windows_before_they_move() 
         mut fleet,
     } = GroupRun::new("faults-revoke", 43).await;
     let start = || {
-        let shutdown = Shutdown::new();
         let mut config = service_config(&brokers, reg.path(), &model, &run);
         config.commit_interval = Duration::from_secs(3600);
-        let service = tokio::spawn(maintcast_ingest::run(config, shutdown.clone()));
-        (shutdown, service)
+        start_service(config)
     };
 
     let (stop_a, a) = start();
@@ -391,7 +366,7 @@ async fn revoked_partitions_are_committed_with_their_windows_before_they_move() 
     let expected = offline_forecasts(reg.path(), &model, &fleet);
     assert_eq!(expected.len(), machines * (25 - WINDOW + 1));
     assert_forecasts(&model, &expected, &[&a, &b]).await;
-    stop(stop_a, a).await;
-    stop(stop_b, b).await;
+    stop_service(stop_a, a).await;
+    stop_service(stop_b, b).await;
     check_committed(&brokers, &topic, &group);
 }

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use maintcast_common::shutdown::Shutdown;
 use maintcast_e2e::fleet::maintcast_bin;
-use maintcast_e2e::ingest::{create_topics, service_config};
+use maintcast_e2e::ingest::{create_topics, service_config, start_service, stop_service};
 use maintcast_e2e::stream::{
     WINDOW, assert_forecasts, check_committed, committed_rows, make_model, new_fleet,
     offline_forecasts, produce, producer, send_fleet,
@@ -93,22 +92,13 @@ async fn streaming_equals_batch_and_bad_input_goes_to_the_dlq() {
         produce(&producer, &telemetry_topic, "bad", payload, *ct).await;
     }
 
-    let shutdown = Shutdown::new();
-    let service = tokio::spawn(maintcast_ingest::run(
-        service_config(&brokers, reg.path(), &model, &run),
-        shutdown.clone(),
-    ));
+    let (shutdown, service) = start_service(service_config(&brokers, reg.path(), &model, &run));
     let expected = offline_forecasts(reg.path(), &model, &fleet);
     assert_eq!(expected.len(), machines * (rows - WINDOW + 1));
     assert_forecasts(&model, &expected, &[&service]).await;
     check_dlq(&brokers, &run, &bad).await;
 
-    shutdown.trigger();
-    tokio::time::timeout(Duration::from_secs(60), service)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop_service(shutdown, service).await;
     check_committed(&brokers, &telemetry_topic, &format!("{run}-group"));
 }
 
@@ -129,10 +119,7 @@ async fn crash_then_restart_resumes_from_checkpointed_windows() {
     let mut fleet = new_fleet(&run, machines);
     send_fleet(&producer, &telemetry_topic, &mut fleet, 0..25).await;
 
-    let first = tokio::spawn(maintcast_ingest::run(
-        service_config(&brokers, reg.path(), &model, &run),
-        Shutdown::new(),
-    ));
+    let (_, first) = start_service(service_config(&brokers, reg.path(), &model, &run));
     let expected = offline_forecasts(reg.path(), &model, &fleet);
     assert_forecasts(&model, &expected, &[&first]).await;
     // Let a barrier (checkpoint + commit) pass after the last write, then crash.
@@ -141,20 +128,11 @@ async fn crash_then_restart_resumes_from_checkpointed_windows() {
     let _ = first.await;
 
     send_fleet(&producer, &telemetry_topic, &mut fleet, 25..30).await;
-    let shutdown = Shutdown::new();
-    let second = tokio::spawn(maintcast_ingest::run(
-        service_config(&brokers, reg.path(), &model, &run),
-        shutdown.clone(),
-    ));
+    let (shutdown, second) = start_service(service_config(&brokers, reg.path(), &model, &run));
     let expected = offline_forecasts(reg.path(), &model, &fleet);
     assert_eq!(expected.len(), machines * (30 - WINDOW + 1));
     assert_forecasts(&model, &expected, &[&second]).await;
-    shutdown.trigger();
-    tokio::time::timeout(Duration::from_secs(60), second)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop_service(shutdown, second).await;
     check_committed(&brokers, &telemetry_topic, &format!("{run}-group"));
 }
 

@@ -8,9 +8,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use maintcast_common::shutdown::Shutdown;
 use maintcast_e2e::fleet::{self, Fleet, card, train_once};
-use maintcast_e2e::ingest::{create_topics, service_config};
+use maintcast_e2e::ingest::{create_topics, service_config, start_service, stop_service};
 use maintcast_e2e::stream::producer;
 use maintcast_e2e::{InfluxEnv, influx, kafka_brokers, unique};
 use maintcast_models::registry as reg;
@@ -138,8 +137,7 @@ async fn history_through_ingest_retrains_and_the_running_ingest_serves_the_new_v
     config.write_raw = true;
     // Short, so the test does not wait on it; reloads happen only between batches anyway.
     config.reload_interval = Duration::from_millis(200);
-    let shutdown = Shutdown::new();
-    let service = tokio::spawn(maintcast_ingest::run(config, shutdown.clone()));
+    let (shutdown, service) = start_service(config);
 
     // The fleet's history through Kafka.
     let producer = producer(&brokers);
@@ -299,10 +297,5 @@ async fn history_through_ingest_retrains_and_the_running_ingest_serves_the_new_v
     assert_eq!(by_version["v0002"], want);
     assert!(!service.is_finished(), "ingest restarted or stopped");
 
-    shutdown.trigger();
-    tokio::time::timeout(Duration::from_secs(60), service)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop_service(shutdown, service).await;
 }

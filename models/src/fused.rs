@@ -208,23 +208,11 @@ fn run_layer(
     }
 }
 
-/// `acc += x · w` for one row: `x` [k], `w` [k, n] row-major, `acc` [n]. For a handful of
-/// windows this beats the GEMM, whose packing and dispatch cost more than the few FLOPs of a
-/// [1, H] × [H, 4H] product.
-fn matvec_acc(acc: &mut [f32], x: &[f32], w: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports the features the function is compiled for.
-        unsafe { matvec_acc_avx2(acc, x, w) };
-        return;
-    }
-    matvec_acc_body(acc, x, w);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn matvec_acc_avx2(acc: &mut [f32], x: &[f32], w: &[f32]) {
-    matvec_acc_body(acc, x, w);
+avx2_dispatch! {
+    /// `acc += x · w` for one row: `x` [k], `w` [k, n] row-major, `acc` [n]. For a handful of
+    /// windows this beats the GEMM, whose packing and dispatch cost more than the few FLOPs of a
+    /// [1, H] × [H, 4H] product.
+    fn matvec_acc(acc: &mut [f32], x: &[f32], w: &[f32]) => matvec_acc_body
 }
 
 #[inline(always)]
@@ -292,40 +280,19 @@ unsafe fn sgemm(
     }
 }
 
-/// Gate nonlinearities and the cell/hidden update of one step for every window of the batch.
-/// Window b's pre-activations (without bias, PyTorch's gate order i, f, g, o) start at
-/// `gates[b * gate_stride]`, its cell state is `cell[b * H..]` and its new hidden state goes to
-/// `out[b * out_stride..]`.
-fn cell_step(
-    gates: &[f32],
-    gate_stride: usize,
-    bias: &[f32],
-    cell: &mut [f32],
-    out: &mut [f32],
-    out_stride: usize,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports the features the function is compiled for.
-        unsafe { cell_step_avx2(gates, gate_stride, bias, cell, out, out_stride) };
-        return;
-    }
-    cell_step_body(gates, gate_stride, bias, cell, out, out_stride);
-}
-
-/// The same loop compiled for AVX2 + FMA, so the branch-free exp below vectorises 8 lanes wide
-/// without building the whole crate for a newer CPU than the baseline.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn cell_step_avx2(
-    gates: &[f32],
-    gate_stride: usize,
-    bias: &[f32],
-    cell: &mut [f32],
-    out: &mut [f32],
-    out_stride: usize,
-) {
-    cell_step_body(gates, gate_stride, bias, cell, out, out_stride);
+avx2_dispatch! {
+    /// Gate nonlinearities and the cell/hidden update of one step for every window of the batch.
+    /// Window b's pre-activations (without bias, PyTorch's gate order i, f, g, o) start at
+    /// `gates[b * gate_stride]`, its cell state is `cell[b * H..]` and its new hidden state goes to
+    /// `out[b * out_stride..]`.
+    fn cell_step(
+        gates: &[f32],
+        gate_stride: usize,
+        bias: &[f32],
+        cell: &mut [f32],
+        out: &mut [f32],
+        out_stride: usize,
+    ) => cell_step_body
 }
 
 #[inline(always)]

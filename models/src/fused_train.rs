@@ -708,36 +708,17 @@ fn mm(
     }
 }
 
-/// One step's nonlinearities and state update for b windows. `gates`: [b, 4H] pre-activations
-/// without bias in, activations (i, f, g, o) out; `c_prev` None at step 0 (zero state).
-fn cell_forward(
-    gates: &mut [f32],
-    bias: &[f32],
-    c_prev: Option<&[f32]>,
-    c: &mut [f32],
-    tanh_c: &mut [f32],
-    h: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports the features the function is compiled for.
-        unsafe { cell_forward_avx2(gates, bias, c_prev, c, tanh_c, h) };
-        return;
-    }
-    cell_forward_body(gates, bias, c_prev, c, tanh_c, h);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn cell_forward_avx2(
-    gates: &mut [f32],
-    bias: &[f32],
-    c_prev: Option<&[f32]>,
-    c: &mut [f32],
-    tanh_c: &mut [f32],
-    h: &mut [f32],
-) {
-    cell_forward_body(gates, bias, c_prev, c, tanh_c, h);
+avx2_dispatch! {
+    /// One step's nonlinearities and state update for b windows. `gates`: [b, 4H] pre-activations
+    /// without bias in, activations (i, f, g, o) out; `c_prev` None at step 0 (zero state).
+    fn cell_forward(
+        gates: &mut [f32],
+        bias: &[f32],
+        c_prev: Option<&[f32]>,
+        c: &mut [f32],
+        tanh_c: &mut [f32],
+        h: &mut [f32],
+    ) => cell_forward_body
 }
 
 #[inline(always)]
@@ -801,37 +782,18 @@ fn cell_forward_body(
     }
 }
 
-/// One step backward for b windows. `gates`: activations in, pre-activation gradients out;
-/// `dh`: gradient w.r.t. this step's h (from above and from step s+1); `dc`: gradient w.r.t.
-/// this step's c from step s+1 in, w.r.t. c_{s-1} out.
-fn cell_backward(
-    n: usize,
-    gates: &mut [f32],
-    tanh_c: &[f32],
-    c_prev: Option<&[f32]>,
-    dh: &[f32],
-    dc: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports the features the function is compiled for.
-        unsafe { cell_backward_avx2(n, gates, tanh_c, c_prev, dh, dc) };
-        return;
-    }
-    cell_backward_body(n, gates, tanh_c, c_prev, dh, dc);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn cell_backward_avx2(
-    n: usize,
-    gates: &mut [f32],
-    tanh_c: &[f32],
-    c_prev: Option<&[f32]>,
-    dh: &[f32],
-    dc: &mut [f32],
-) {
-    cell_backward_body(n, gates, tanh_c, c_prev, dh, dc);
+avx2_dispatch! {
+    /// One step backward for b windows. `gates`: activations in, pre-activation gradients out;
+    /// `dh`: gradient w.r.t. this step's h (from above and from step s+1); `dc`: gradient w.r.t.
+    /// this step's c from step s+1 in, w.r.t. c_{s-1} out.
+    fn cell_backward(
+        n: usize,
+        gates: &mut [f32],
+        tanh_c: &[f32],
+        c_prev: Option<&[f32]>,
+        dh: &[f32],
+        dc: &mut [f32],
+    ) => cell_backward_body
 }
 
 #[inline(always)]

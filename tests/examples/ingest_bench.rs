@@ -145,9 +145,8 @@ async fn throughput(stride: u64, machines: usize, rows: usize) -> anyhow::Result
     );
     let want = (machines * expected_forecasts(rows, stride as usize)) as f64;
 
-    let shutdown = maintcast_common::shutdown::Shutdown::new();
     let start = Instant::now();
-    let svc = tokio::spawn(maintcast_ingest::run(r.config.clone(), shutdown.clone()));
+    let (shutdown, svc) = ingest::start_service(r.config.clone());
     let client = reqwest::Client::new();
     let (mut first, mut written) = (None, 0.0);
     while written < want {
@@ -189,8 +188,7 @@ async fn latency(rate: f64, seconds: f64, machines: usize) -> anyhow::Result<()>
         }
     }
     send_rows(&p, &r.topic, warm).await;
-    let shutdown = maintcast_common::shutdown::Shutdown::new();
-    let svc = tokio::spawn(maintcast_ingest::run(r.config.clone(), shutdown.clone()));
+    let (shutdown, svc) = ingest::start_service(r.config.clone());
     let client = reqwest::Client::new();
     let warm_rows = (machines * (WINDOW - 1)) as f64;
     while scrape(&client, "rows_decoded").await < warm_rows {

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use maintcast_common::config::Secret;
 use maintcast_common::influx::InfluxConfig;
+use maintcast_common::shutdown::Shutdown;
+use tokio::task::JoinHandle;
 
 use crate::{create_topic, influx};
 
@@ -46,4 +48,24 @@ pub fn service_config(
     c.commit_interval = Duration::from_millis(500);
     c.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
     c
+}
+
+/// An ingest service running in this process.
+pub type Service = JoinHandle<anyhow::Result<()>>;
+
+/// Starts `maintcast_ingest::run(config)` on the test's runtime.
+pub fn start_service(config: maintcast_ingest::Config) -> (Shutdown, Service) {
+    let shutdown = Shutdown::new();
+    let service = tokio::spawn(maintcast_ingest::run(config, shutdown.clone()));
+    (shutdown, service)
+}
+
+/// What SIGTERM does: the service must drain, commit and return Ok within 60 s.
+pub async fn stop_service(shutdown: Shutdown, service: Service) {
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(60), service)
+        .await
+        .expect("service stops within 60 s")
+        .expect("service task")
+        .expect("service exits cleanly");
 }

@@ -11,7 +11,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::window::{MachineWindow, WindowStore, column_map};
+use crate::window::{Columns, MachineWindow, WindowStore};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct CheckpointRecord {
@@ -67,11 +67,14 @@ pub fn encode(features: &[String], w: &MachineWindow, next_offset: i64) -> Vec<u
 pub fn decode(store: &WindowStore, bytes: &[u8]) -> Option<(MachineWindow, i64)> {
     let mut r = CheckpointRecord::decode(bytes).ok()?;
     let nf = store.features().len();
-    let map = column_map(&r.features, store.features())?;
-    if r.values.len() != r.ts.len() * nf || r.last_good.len() != nf {
+    let columns = Columns::between(&r.features, store.features());
+    if columns == Columns::Incompatible
+        || r.values.len() != r.ts.len() * nf
+        || r.last_good.len() != nf
+    {
         return None;
     }
-    if map.iter().enumerate().any(|(i, &j)| i != j) {
+    if let Columns::Reordered(map) = columns {
         r.values = r
             .values
             .chunks_exact(nf)

@@ -38,7 +38,7 @@ use crate::batch::Batcher;
 use crate::checkpoint;
 use crate::model::Model;
 use crate::serving::{ServingModel, parse_device};
-use crate::window::{RowOutcome, WindowStore, column_map};
+use crate::window::{Columns, RowOutcome, WindowStore};
 
 #[derive(Debug, Clone)]
 pub struct Topics {
@@ -677,15 +677,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             )
             .await;
             if let Some((partitions, reply)) = revoking.take() {
-                let mut offsets = TopicPartitionList::new();
-                for tp in &partitions {
-                    if let Some(&o) = positions.get(tp)
-                        && checkpointed
-                        && committed.get(tp) != Some(&o)
-                    {
-                        let _ = offsets.add_partition_offset(&tp.0, tp.1, Offset::Offset(o));
-                    }
-                }
+                let offsets = if checkpointed {
+                    uncommitted(&positions, &committed, |tp| partitions.contains(tp))
+                } else {
+                    TopicPartitionList::new()
+                };
                 // The poll thread commits these before the partitions go.
                 let _ = reply.send(offsets);
                 revoke(
@@ -902,12 +898,7 @@ fn commit(
     assigned: &HashSet<(String, i32)>,
     committed: &mut HashMap<(String, i32), i64>,
 ) {
-    let mut tpl = TopicPartitionList::new();
-    for (tp, &offset) in positions {
-        if assigned.contains(tp) && committed.get(tp) != Some(&offset) {
-            let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(offset));
-        }
-    }
+    let tpl = uncommitted(positions, committed, |tp| assigned.contains(tp));
     if tpl.count() == 0 {
         return;
     }
@@ -922,6 +913,21 @@ fn commit(
         }
         Err(e) => tracing::warn!(error = %e, "offset commit failed; retrying at the next barrier"),
     }
+}
+
+/// The consumed positions of the partitions `include` picks that are not committed yet.
+fn uncommitted(
+    positions: &HashMap<Partition, i64>,
+    committed: &HashMap<Partition, i64>,
+    include: impl Fn(&Partition) -> bool,
+) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for (tp, &offset) in positions {
+        if include(tp) && committed.get(tp) != Some(&offset) {
+            let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(offset));
+        }
+    }
+    tpl
 }
 
 fn consumer_lag(
@@ -1097,6 +1103,8 @@ async fn inference_task(
     // Windows hold rows in the feature order of the model the service started with; a model
     // reloaded since may list the same features in another order.
     let window_features = model.features().to_vec();
+    // Where the serving model's features sit in a window row; None while they are in order.
+    let mut columns: Option<Arc<[usize]>> = None;
     let mut batcher = Batcher::new(config.batch_size, config.linger);
     let mut last_check = Instant::now();
     let mut refused: Option<PathBuf> = None;
@@ -1135,6 +1143,10 @@ async fn inference_task(
             )
             .await
             {
+                columns = match Columns::between(&window_features, m.features()) {
+                    Columns::Reordered(map) => Some(map.into()),
+                    Columns::Same | Columns::Incompatible => None,
+                };
                 model = m;
             }
         }
@@ -1142,8 +1154,7 @@ async fn inference_task(
         let m = model.clone();
         metrics.batch_size.observe(n as f64);
         let started = Instant::now();
-        let columns = column_map(&window_features, m.features())
-            .filter(|map| map.iter().enumerate().any(|(i, &j)| i != j));
+        let columns = columns.clone();
         let (batch, predictions) = tokio::task::spawn_blocking(move || {
             let (w, nf) = (m.window(), m.features().len());
             let mut scaled = vec![0.0f32; n * w * nf];
@@ -1153,7 +1164,7 @@ async fn inference_task(
                     let at = (i * w + row) * nf;
                     let mut raw = &r.raw[row * nf..(row + 1) * nf];
                     if let Some(map) = &columns {
-                        for (dst, &j) in reordered.iter_mut().zip(map) {
+                        for (dst, &j) in reordered.iter_mut().zip(map.iter()) {
                             *dst = raw[j];
                         }
                         raw = &reordered;
@@ -1214,7 +1225,7 @@ async fn reload(
         .ok()?;
     let result = loaded.and_then(|m| {
         anyhow::ensure!(
-            column_map(current.features(), m.features()).is_some()
+            Columns::between(current.features(), m.features()) != Columns::Incompatible
                 && m.window() == current.window(),
             "its features {:?} or window {} differ from the serving model's ({:?}, {}); \
              restart ingest to adopt it",

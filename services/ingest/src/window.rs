@@ -193,16 +193,33 @@ impl MachineWindow {
     }
 }
 
-/// Where each of `to`'s features sits in `from`: `Some` when both hold the same features, in any
-/// order. Models retrained from another source may list the same sensors in another order; windows
-/// and checkpoints are carried over by name, never by position.
-pub fn column_map(from: &[String], to: &[String]) -> Option<Vec<usize>> {
-    if from.len() != to.len() {
-        return None;
+/// How rows laid out in one feature order are read in another. Models retrained from another
+/// source may list the same sensors in another order; windows and checkpoints are carried over by
+/// name, never by position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Columns {
+    Same,
+    /// `map[j]` is where `to`'s feature j sits in `from`.
+    Reordered(Vec<usize>),
+    /// Other sensors: rows of one cannot be read as the other.
+    Incompatible,
+}
+
+impl Columns {
+    pub fn between(from: &[String], to: &[String]) -> Columns {
+        if from.len() != to.len() {
+            return Columns::Incompatible;
+        }
+        let map: Option<Vec<usize>> = to
+            .iter()
+            .map(|f| from.iter().position(|g| g == f))
+            .collect();
+        match map {
+            None => Columns::Incompatible,
+            Some(m) if m.iter().enumerate().all(|(i, &j)| i == j) => Columns::Same,
+            Some(m) => Columns::Reordered(m),
+        }
     }
-    to.iter()
-        .map(|f| from.iter().position(|g| g == f))
-        .collect()
 }
 
 /// All machines this instance tracks, for one feature layout.

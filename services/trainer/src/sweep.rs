@@ -247,9 +247,7 @@ impl PairAxis {
         }
         serde_json::to_string(&c).expect("a config serializes")
     }
-}
 
-impl PairAxis {
     /// The axis's value in `c` as the run labels write it.
     pub fn value(self, c: &Config) -> String {
         match self {
