@@ -266,6 +266,7 @@ fn timestamp_rules() {
     // The limit is configurable and can be switched off for replays of synthetic clocks.
     let lenient = Decoder::new(Limits {
         max_future_ms: None,
+        min_ts_ms: None,
         ..Limits::default()
     });
     let body = format!(
@@ -307,6 +308,7 @@ fn sensor_rules() {
     );
     let small = Decoder::new(Limits {
         max_sensors: 1,
+        min_ts_ms: None,
         ..Limits::default()
     });
     assert_eq!(
@@ -333,6 +335,7 @@ fn sensor_rules() {
 fn size_limit_empty_and_content_type() {
     let limited = Decoder::new(Limits {
         max_bytes: 40,
+        min_ts_ms: None,
         ..Limits::default()
     });
     let body = row().to_json();
