@@ -11,7 +11,8 @@ pub struct AlertRule {
 
 impl AlertRule {
     /// Given whether the last alert was "due" and a new forecast, the alert to send (if any).
-    /// The caller stores the new state only once the alert is delivered.
+    /// The caller stores the new state when it hands the alert to the Kafka producer, before the
+    /// delivery report; the row's offset is committed only after that report arrives.
     pub fn evaluate(&self, currently_due: bool, days: f64) -> Option<AlertState> {
         if !currently_due && days < self.threshold_days {
             Some(AlertState::Due)

@@ -1,5 +1,5 @@
 //! The ingest service: Kafka telemetry -> per-machine windows -> batched inference -> InfluxDB
-//! forecasts (DESIGN.md "The shape", "Delivery").
+//! forecasts (docs/topics.md "Delivery", docs/influxdb.md).
 
 pub mod alerts;
 pub mod batch;

@@ -45,7 +45,7 @@ pub struct Args {
         default_value = "ingest-windows-checkpoint"
     )]
     checkpoint_topic: String,
-    /// Model registry directory (DESIGN.md "Models and the registry").
+    /// Model registry directory (docs/registry.md).
     #[arg(long, env = "MAINTCAST_REGISTRY", default_value = "models/registry")]
     registry: PathBuf,
     #[arg(long, env = "MAINTCAST_MODEL", default_value = "maintcast")]
