@@ -10,7 +10,8 @@ mod decode;
 mod messages;
 
 pub use decode::{
-    ContentType, DecodeError, Decoder, Limits, decode_maintenance_event, decode_telemetry,
+    ContentType, DecodeError, Decoder, Limits, MIN_PLAUSIBLE_TS_MS, decode_maintenance_event,
+    decode_telemetry,
 };
 pub use messages::{Alert, AlertState, Forecast, MaintenanceEvent, MaintenanceKind, Telemetry};
 
