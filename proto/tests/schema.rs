@@ -92,11 +92,11 @@ fn documented_rejections_fail_both() {
 fn events_the_decoder_refuses_the_schema_refuses() {
     let v = schema("maintenance_event");
     for text in [
-        r#"{"machine_id": "m1", "ts": 5, "kind": "inspection"}"#,
-        r#"{"machine_id": "m1", "ts": 5}"#,
+        r#"{"machine_id": "m1", "ts": 1764417600000, "kind": "inspection"}"#,
+        r#"{"machine_id": "m1", "ts": 1764417600000}"#,
         r#"{"machine_id": "m1", "kind": "repair"}"#,
-        r#"{"machine_id": "m\u0007", "ts": 5, "kind": "repair"}"#,
-        r#"{"machine_id": "m1", "ts": 5, "kind": "repair", "note": 3}"#,
+        r#"{"machine_id": "m\u0007", "ts": 1764417600000, "kind": "repair"}"#,
+        r#"{"machine_id": "m1", "ts": 1764417600000, "kind": "repair", "note": 3}"#,
     ] {
         let json: Value = serde_json::from_str(text).unwrap();
         assert!(v.validate(&json).is_err(), "the schema accepts {text}");

@@ -14,7 +14,6 @@ pub mod model;
 pub mod offsets;
 pub mod pipeline;
 pub mod publish;
-pub mod schema;
 pub mod service;
 pub mod serving;
 pub mod sink;

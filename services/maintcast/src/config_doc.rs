@@ -1,12 +1,12 @@
-//! docs/configuration.md's tables of flags, rendered from the commands' own definitions, so the
-//! page cannot drift from the code: `cargo test -p maintcast config_doc` fails when it does, and
-//! `MAINTCAST_BLESS=1 cargo test -p maintcast config_doc` rewrites the generated part.
+//! The generated parts of docs/: configuration.md's tables of flags, rendered from the commands'
+//! own definitions, and metrics.md's table, rendered from the services' Prometheus registries. So
+//! the pages cannot drift from the code: `cargo test -p maintcast config_doc` fails when they do,
+//! and `MAINTCAST_BLESS=1 cargo test -p maintcast config_doc` rewrites the generated parts.
 
 use std::fmt::Write as _;
 
 use clap::CommandFactory;
 
-const BEGIN: &str = "<!-- BEGIN GENERATED: flags (services/maintcast/src/config_doc.rs) -->";
 const END: &str = "<!-- END GENERATED -->";
 
 fn cell(s: &str) -> String {
@@ -86,24 +86,77 @@ pub fn render() -> String {
     out
 }
 
-#[test]
-fn configuration_md_lists_every_flag() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
-    let doc = std::fs::read_to_string(path).unwrap();
-    let (Some(a), Some(b)) = (doc.find(BEGIN), doc.find(END)) else {
-        panic!("{path} lacks the {BEGIN} ... {END} markers");
+/// One row per metric of `registry`: name, type, help, from its text exposition.
+fn metrics_table(out: &mut String, registry: &prometheus_client::registry::Registry) {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    let mut help = std::collections::BTreeMap::new();
+    let mut kind = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, h) = rest.split_once(' ').unwrap_or((rest, ""));
+            help.insert(name.to_string(), h.to_string());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, t) = rest.split_once(' ').unwrap_or((rest, ""));
+            kind.insert(name.to_string(), t.to_string());
+        }
+    }
+    out.push_str("| metric | type | meaning |\n| --- | --- | --- |\n");
+    for (name, h) in help {
+        let t = kind.get(&name).cloned().unwrap_or_default();
+        // Counters are exposed with `_total` appended to their name.
+        let shown = if t == "counter" {
+            format!("{name}_total")
+        } else {
+            name
+        };
+        let _ = writeln!(out, "| `{shown}` | {t} | {} |", cell(h.trim_end_matches('.')));
+    }
+    out.push('\n');
+}
+
+/// The generated part of docs/metrics.md.
+pub fn render_metrics() -> String {
+    let mut out = String::new();
+    out.push_str("### `maintcast ingest`\n\n");
+    let mut r = prometheus_client::registry::Registry::default();
+    maintcast_ingest::Metrics::new().register(&mut r);
+    metrics_table(&mut out, &r);
+    out.push_str("### `maintcast train --once | --every`\n\n");
+    let mut r = prometheus_client::registry::Registry::default();
+    maintcast_trainer::service::Metrics::default().register(&mut r);
+    metrics_table(&mut out, &r);
+    out
+}
+
+/// Checks (or, with `MAINTCAST_BLESS`, rewrites) the generated part of a page of docs/.
+fn check_generated(page: &str, want: &str) {
+    let path = format!("{}/../../docs/{page}", env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let begin = doc.find("<!-- BEGIN GENERATED");
+    let (Some(a), Some(b)) = (begin, doc.find(END)) else {
+        panic!("{path} lacks the <!-- BEGIN GENERATED ... --> ... {END} markers");
     };
-    let current = &doc[a + BEGIN.len()..b];
-    let want = format!("\n\n{}", render());
-    if current != want {
+    let a = a + doc[a..].find("-->").expect("closed marker") + "-->".len();
+    let want = format!("\n\n{want}");
+    if doc[a..b] != want {
         if std::env::var_os("MAINTCAST_BLESS").is_some() {
-            let new = format!("{}{BEGIN}{want}{}", &doc[..a], &doc[b..]);
-            std::fs::write(path, new).unwrap();
+            std::fs::write(&path, format!("{}{want}{}", &doc[..a], &doc[b..])).unwrap();
             return;
         }
         panic!(
-            "docs/configuration.md is out of date with the commands' flags; regenerate it with \
+            "docs/{page} is out of date with the code; regenerate it with \
              `MAINTCAST_BLESS=1 cargo test -p maintcast config_doc`"
         );
     }
+}
+
+#[test]
+fn configuration_md_lists_every_flag() {
+    check_generated("configuration.md", &render());
+}
+
+#[test]
+fn metrics_md_lists_every_metric() {
+    check_generated("metrics.md", &render_metrics());
 }

@@ -29,7 +29,7 @@ pub use gate::gate;
 pub use holdout::{eval_machines, labelled_rows, recent_stretch};
 pub use report::RoundReport;
 
-use metrics::Metrics;
+pub use metrics::Metrics;
 use round::round;
 
 /// Runs the service until `shutdown` (with `--every`) or for one round (`--once`, the round's

@@ -70,19 +70,19 @@ impl ServiceArgs {
     /// The trainer's settings from these flags.
     pub fn settings(&self) -> service::ServiceSettings {
         service::ServiceSettings {
-            once: self.once.clone(),
-            every: self.every.clone(),
-            margin: self.margin.clone(),
-            min_new_rows: self.min_new_rows.clone(),
-            eval_fraction: self.eval_fraction.clone(),
+            once: self.once,
+            every: self.every,
+            margin: self.margin,
+            min_new_rows: self.min_new_rows,
+            eval_fraction: self.eval_fraction,
             since: self.since.clone(),
             machine_type: self.machine_type.clone(),
-            page: self.page.clone(),
+            page: self.page,
             tensorboard: self.tensorboard.clone(),
-            http_addr: self.http_addr.clone(),
-            realized_gate: self.realized_gate.clone(),
-            warn_days: self.warn_days.clone(),
-            shuffle_labels: self.shuffle_labels.clone(),
+            http_addr: self.http_addr,
+            realized_gate: self.realized_gate,
+            warn_days: self.warn_days,
+            shuffle_labels: self.shuffle_labels,
         }
     }
 }
@@ -119,4 +119,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         args: args.service.settings(),
     })?;
     Ok(ExitCode::from(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[test]
+    fn flag_defaults_are_the_trainers_defaults() {
+        let cli = crate::Cli::try_parse_from([
+            "maintcast", "train", "--format", "csv", "--data", "d", "--registry", "r", "--name",
+            "n", "--once",
+        ])
+        .unwrap();
+        let crate::Command::Train(args) = cli.command else {
+            panic!("not train");
+        };
+        let want = maintcast_trainer::service::ServiceSettings {
+            once: true,
+            ..Default::default()
+        };
+        assert_eq!(args.service.settings(), want);
+    }
 }

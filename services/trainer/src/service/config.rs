@@ -26,7 +26,7 @@ Exit codes of --once (for schedulers):
 
 /// How rounds run. `maintcast train` fills it from its flags (`--once`, `--every`, `--margin`,
 /// ...; the defaults below are theirs); docs/configuration.md lists them.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ServiceSettings {
     /// Run one trainer round (read history, train, compare, maybe promote) and exit with its
     /// outcome as the exit code.

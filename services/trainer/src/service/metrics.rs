@@ -14,9 +14,9 @@ struct OutcomeLabel {
     outcome: String,
 }
 
-/// The service's Prometheus metrics.
+/// The service's Prometheus metrics (docs/metrics.md).
 #[derive(Default)]
-pub(crate) struct Metrics {
+pub struct Metrics {
     rounds: Family<OutcomeLabel, Counter>,
     last_round_ts: Gauge,
     round_seconds: Gauge<f64, AtomicU64>,
@@ -26,7 +26,7 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn register(&self, r: &mut prometheus_client::registry::Registry) {
+    pub fn register(&self, r: &mut prometheus_client::registry::Registry) {
         r.register(
             "maintcast_trainer_rounds",
             "Trainer rounds by outcome (promoted, not_promoted, skipped, failed)",
