@@ -110,7 +110,11 @@ fn metrics_table(out: &mut String, registry: &prometheus_client::registry::Regis
         } else {
             name
         };
-        let _ = writeln!(out, "| `{shown}` | {t} | {} |", cell(h.trim_end_matches('.')));
+        let _ = writeln!(
+            out,
+            "| `{shown}` | {t} | {} |",
+            cell(h.trim_end_matches('.'))
+        );
     }
     out.push('\n');
 }

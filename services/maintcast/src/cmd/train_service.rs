@@ -128,8 +128,17 @@ mod tests {
     #[test]
     fn flag_defaults_are_the_trainers_defaults() {
         let cli = crate::Cli::try_parse_from([
-            "maintcast", "train", "--format", "csv", "--data", "d", "--registry", "r", "--name",
-            "n", "--once",
+            "maintcast",
+            "train",
+            "--format",
+            "csv",
+            "--data",
+            "d",
+            "--registry",
+            "r",
+            "--name",
+            "n",
+            "--once",
         ])
         .unwrap();
         let crate::Command::Train(args) = cli.command else {
