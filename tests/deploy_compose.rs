@@ -620,7 +620,7 @@ fn compose_references_resolve() {
             "docker-compose.gpu.yml: ingest must build Dockerfile.cuda and reserve a GPU".into(),
         );
     }
-    // The simulator is demo-only; every topic DESIGN.md names is created.
+    // The simulator is demo-only; every topic docs/topics.md names is created.
     if strings(&svcs["simulator"]["profiles"]) != ["demo"] {
         errors.push("simulator must run under the `demo` profile only".into());
     }

@@ -3,11 +3,11 @@
 //! against the real InfluxDB after a fleet's data went in, and must return the rows its panel
 //! shows. A measurement, field or tag renamed on either side breaks this test.
 //!
-//! The fleet is written point by point in exactly DESIGN.md's schema ("Forecasts in InfluxDB")
+//! The fleet is written point by point in exactly docs/influxdb.md's schema
 //! into a bucket of its own, so the expected counts are exact whatever else the server holds.
 //! A second test runs the same queries on what the services themselves write - a fleet streamed
 //! through the real ingest service, training runs through the trainer's writer - so a name that
-//! drifts between a service and DESIGN.md breaks it too.
+//! drifts between a service and docs/influxdb.md breaks it too.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -316,7 +316,7 @@ fn ns(t: DateTime<Utc>) -> i64 {
     t.timestamp_nanos_opt().expect("time in range")
 }
 
-/// The points the ingest service, the trainer and the event topic would produce, in DESIGN.md's schema.
+/// The points the ingest service, the trainer and the event topic would produce, in docs/influxdb.md's schema.
 fn fleet_points(fleet: &Fleet) -> Vec<DataPoint> {
     let mut points = Vec::new();
     for (mi, m) in fleet.machines.iter().enumerate() {

@@ -50,7 +50,7 @@ async fn a_model_promoted_mid_stream_serves_the_rest_with_no_forecast_lost() {
 
     let b = publish_model_ordered(reg.path(), &model, 22, &["pressure", "temp", "vibration"]);
     assert_ne!(a, b);
-    registry::promote(reg.path(), &model, &b).unwrap();
+    registry::promote(reg.path(), &model, &b, "test").unwrap();
     // Past the reload interval, so the next batch is the first B serves.
     tokio::time::sleep(Duration::from_millis(500)).await;
     send_fleet(&producer, &topic, &mut fleet, 20..30).await;

@@ -498,7 +498,7 @@ async fn a_model_returning_nan_writes_no_forecast_and_sends_no_alert() {
         },
     )
     .unwrap();
-    registry::promote(reg.path(), &model, &version).unwrap();
+    registry::promote(reg.path(), &model, &version, "test").unwrap();
     let producer = producer(&brokers);
     let topic = format!("{run}-telemetry");
     let mut fleet = new_fleet(&run, 2);

@@ -57,8 +57,12 @@ fn trained_registry(root: &Path) -> std::path::PathBuf {
 
 /// Every version loads completely and CURRENT names one of them.
 fn assert_registry_valid(r: &Path) {
+    let any_layout = reg::Servable {
+        allow_layout_change: true,
+    };
     for v in reg::versions(r, "m").unwrap() {
-        registry::verify(r, "m", &v).unwrap_or_else(|e| panic!("{v} does not load: {e:#}"));
+        reg::check_servable(r, "m", &v, &any_layout)
+            .unwrap_or_else(|e| panic!("{v} does not load: {e:#}"));
     }
     let dir = reg::current_version_dir(r, "m").unwrap();
     maintcast_models::Forecaster::load(&dir, &candle_core::Device::Cpu).unwrap();
@@ -164,6 +168,93 @@ fn list_show_promote_rollback() {
     assert!(rows[0]["val_mae"].as_f64().unwrap() > 0.0);
 }
 
+/// `maintcast train --promote` goes through the one promote (logged, serving check) and says
+/// that it skips the champion/challenger gate; the first version's entry says why it serves.
+#[test]
+fn train_promote_says_it_bypasses_the_gate() {
+    let root = tempfile::tempdir().unwrap();
+    let data = trained_registry(root.path());
+    let r = root.path().join("registry");
+    let o = maintcast(&[
+        "train",
+        "--format",
+        "csv",
+        "--data",
+        data.to_str().unwrap(),
+        "--config",
+        root.path().join("tiny.toml").to_str().unwrap(),
+        "--registry",
+        r.to_str().unwrap(),
+        "--name",
+        "m",
+        "--promote",
+    ]);
+    ok(&o);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("without the champion/challenger gate"),
+        "{stderr}"
+    );
+    assert_eq!(
+        reg::current_version(&r, "m").unwrap().as_deref(),
+        Some("v0002")
+    );
+    let log = reg::read_log(&r, "m").unwrap();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(log[0].reason, "first version of the model");
+    assert!(
+        log[1].reason.contains("gate bypassed") && log[1].from.as_deref() == Some("v0001"),
+        "{log:?}"
+    );
+}
+
+/// `maintcast models promote` refuses a version whose window differs from the serving one's,
+/// saying how to do it on purpose.
+#[test]
+fn models_promote_refuses_a_layout_change_unless_allowed() {
+    let root = tempfile::tempdir().unwrap();
+    trained_registry(root.path());
+    let r = root.path().join("registry");
+    let staged = root.path().join("staged");
+    std::fs::create_dir_all(&staged).unwrap();
+    std::fs::copy(
+        r.join("m/v0001/model.safetensors"),
+        staged.join("model.safetensors"),
+    )
+    .unwrap();
+    let mut card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(r.join("m/v0001/model.json")).unwrap())
+            .unwrap();
+    card["window"] = serde_json::json!(card["window"].as_u64().unwrap() + 1);
+    std::fs::write(staged.join("model.json"), card.to_string()).unwrap();
+    assert_eq!(reg::publish(&r, "m", &staged).unwrap(), "v0002");
+    let promote = |extra: &[&str]| {
+        let mut args = vec![
+            "models",
+            "--registry",
+            r.to_str().unwrap(),
+            "--name",
+            "m",
+            "promote",
+            "v0002",
+        ];
+        args.extend_from_slice(extra);
+        maintcast(&args)
+    };
+    let o = promote(&[]);
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("window") && stderr.contains("--allow-layout-change"),
+        "{stderr}"
+    );
+    assert_eq!(
+        reg::current_version(&r, "m").unwrap().as_deref(),
+        Some("v0001")
+    );
+    assert!(ok(&promote(&["--allow-layout-change"])).contains("v0002 now serves"));
+}
+
 /// Rollback undoes promotions in order (a stack), not back and forth between two versions.
 #[test]
 fn rollback_pops_promotions_in_order() {
@@ -173,14 +264,14 @@ fn rollback_pops_promotions_in_order() {
     for _ in 0..2 {
         reg::publish(&r, "m", &r.join("m/v0001")).unwrap();
     }
-    registry::promote(&r, "m", "v0002", "test").unwrap();
-    registry::promote(&r, "m", "v0003", "test").unwrap();
+    reg::promote(&r, "m", "v0002", "test").unwrap();
+    reg::promote(&r, "m", "v0003", "test").unwrap();
     assert_eq!(
-        registry::rollback(&r, "m").unwrap(),
+        reg::rollback(&r, "m").unwrap(),
         ("v0003".into(), "v0002".into())
     );
     assert_eq!(
-        registry::rollback(&r, "m").unwrap(),
+        reg::rollback(&r, "m").unwrap(),
         ("v0002".into(), "v0001".into())
     );
     // a torn last line (a crash mid-append) is ignored
@@ -190,7 +281,7 @@ fn rollback_pops_promotions_in_order() {
         .open(r.join("m/PROMOTIONS"))
         .unwrap();
     f.write_all(b"{\"at\":\"2026").unwrap();
-    assert_eq!(registry::serving_stack(&r, "m").unwrap(), ["v0001"]);
+    assert_eq!(reg::serving_stack(&r, "m").unwrap(), ["v0001"]);
 }
 
 /// Child mode of `publisher_killed_mid_write_leaves_the_registry_valid`: publish and promote in a
@@ -204,7 +295,7 @@ fn publisher_child() {
     let source = r.join("m/v0001");
     loop {
         let v = reg::publish(r, "m", &source).unwrap();
-        registry::promote(r, "m", &v, "crash test").unwrap();
+        reg::promote(r, "m", &v, "crash test").unwrap();
     }
 }
 

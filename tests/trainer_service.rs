@@ -6,9 +6,11 @@ use std::process::Command;
 
 use influxdb2::api::write::TimestampPrecision;
 use influxdb2::models::DataPoint;
+use maintcast_common::points::{self, Point};
 use maintcast_e2e::fleet::{self, card, train_once};
 use maintcast_e2e::{InfluxEnv, influx, unique};
 use maintcast_models::registry as reg;
+use maintcast_proto::{Forecast, MaintenanceEvent, MaintenanceKind, Telemetry};
 
 async fn write(env: &InfluxEnv, points: Vec<DataPoint>) {
     for chunk in points.chunks(5000) {
@@ -29,25 +31,27 @@ fn history_points(f: &fleet::Fleet, machine_type: &str) -> Vec<DataPoint> {
         .rows
         .iter()
         .map(|r| {
-            DataPoint::builder("telemetry")
-                .tag("machine_id", r.machine.as_str())
-                .tag("machine_type", machine_type)
-                .field("wear", r.wear)
-                .field("noise", r.noise)
-                .timestamp(r.ts_ms)
-                .build()
-                .unwrap()
+            Point::telemetry(&Telemetry {
+                machine_id: r.machine.clone(),
+                ts_ms: r.ts_ms,
+                sensors: vec![("wear".into(), r.wear), ("noise".into(), r.noise)],
+                machine_type: Some(machine_type.into()),
+                site: None,
+            })
+            .unwrap()
+            .data_point()
         })
         .collect();
     for (m, ts) in &f.events {
         out.push(
-            DataPoint::builder("maintenance_event")
-                .tag("machine_id", m.as_str())
-                .tag("kind", "repair")
-                .field("note", "")
-                .timestamp(*ts)
-                .build()
-                .unwrap(),
+            Point::maintenance_event(&MaintenanceEvent {
+                machine_id: m.clone(),
+                ts_ms: *ts,
+                kind: MaintenanceKind::Repair,
+                note: String::new(),
+            })
+            .unwrap()
+            .data_point(),
         );
     }
     out
@@ -167,24 +171,33 @@ async fn realized_accuracy_scores_served_forecasts_against_the_event() {
     ]
     .iter()
     .map(|&(d, days, v)| {
-        DataPoint::builder("maintenance_forecast")
-            .tag("machine_id", machine.as_str())
-            .tag("model", model.as_str())
-            .tag("model_version", v)
-            .field("days_to_maintenance", days)
-            .timestamp(t0 + d * day)
-            .build()
-            .unwrap()
+        let ts_ms = t0 + d * day;
+        Point::forecast(&Forecast {
+            machine_id: machine.clone(),
+            ts_ms,
+            model: model.clone(),
+            model_version: v.into(),
+            days_to_maintenance: days,
+            due_at: points::due_at(ts_ms, days),
+            days_p10: days - 1.0,
+            days_p90: days + 1.0,
+            window_rows: 60,
+            machine_type: None,
+            site: None,
+        })
+        .unwrap()
+        .data_point()
     })
     .collect();
     points.push(
-        DataPoint::builder("maintenance_event")
-            .tag("machine_id", machine.as_str())
-            .tag("kind", "failure")
-            .field("note", "")
-            .timestamp(t0 + 20 * day)
-            .build()
-            .unwrap(),
+        Point::maintenance_event(&MaintenanceEvent {
+            machine_id: machine.clone(),
+            ts_ms: t0 + 20 * day,
+            kind: MaintenanceKind::Failure,
+            note: String::new(),
+        })
+        .unwrap()
+        .data_point(),
     );
     write(&env, points).await;
     let machines = [machine.clone()].into_iter().collect();

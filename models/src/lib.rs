@@ -36,6 +36,7 @@ pub mod network;
 pub mod artifact;
 pub mod config;
 pub mod dataset;
+pub mod device;
 pub mod error;
 pub mod forecaster;
 pub mod history;

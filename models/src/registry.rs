@@ -1,5 +1,10 @@
-//! The model registry on disk: `<registry>/<name>/<version>/` holds one immutable model and
-//! `<registry>/<name>/CURRENT` names the serving version.
+//! The model registry on disk: `<registry>/<name>/<version>/` holds one immutable model,
+//! `<registry>/<name>/CURRENT` names the serving version and `<registry>/<name>/PROMOTIONS` logs
+//! every change of CURRENT. `docs/registry.md` describes the layout.
+//!
+//! CURRENT moves only through [`promote`] and [`rollback`] (in `promotion`), which first check that
+//! the serving side can take the version (`servable`) and then log the change. A pointer file
+//! (CURRENT, and any other that names a version) is written by [`write_pointer`].
 //!
 //! Both changes are atomic renames within the model's directory: a version is assembled in a hidden
 //! staging directory and renamed into place (a reader never sees half a model), and CURRENT is
@@ -11,7 +16,15 @@ use std::path::{Path, PathBuf};
 use crate::artifact::{self, CARD_FILE, WEIGHTS_FILE};
 use crate::error::{ModelError, Result};
 
-const CURRENT: &str = "CURRENT";
+mod promotion;
+mod servable;
+
+pub use promotion::{
+    Action, LogEntry, PROMOTIONS, promote, promote_with, read_log, rollback, serving_stack,
+};
+pub use servable::{Servable, check_servable};
+
+pub const CURRENT: &str = "CURRENT";
 
 /// The directory of the version CURRENT names.
 pub fn current_version_dir(registry: &Path, name: &str) -> Result<PathBuf> {
@@ -134,17 +147,24 @@ pub fn publish(registry: &Path, name: &str, staged_dir: &Path) -> Result<String>
     )))
 }
 
-/// Makes `version` the serving one: writes CURRENT atomically.
-pub fn promote(registry: &Path, name: &str, version: &str) -> Result<()> {
+/// Names `version` in CURRENT, unchecked and unlogged: only `promotion` calls it.
+fn set_current(registry: &Path, name: &str, version: &str) -> Result<()> {
+    // A version that cannot be read should never be named CURRENT.
+    artifact::read_card(&registry.join(name).join(version))?;
+    write_pointer(registry, name, CURRENT, version)
+}
+
+/// Writes the pointer file `pointer` of model `name` to name `version`, atomically: a temporary
+/// file, flushed, renamed over the old one (a reader sees the old name or the new one, never a
+/// torn file).
+pub fn write_pointer(registry: &Path, name: &str, pointer: &str, version: &str) -> Result<()> {
     check_name(name, "model name")?;
     check_name(version, "version")?;
+    check_name(pointer, "pointer")?;
     let model_dir = registry.join(name);
-    let dir = model_dir.join(version);
-    // A version that cannot be read should never be named CURRENT.
-    artifact::read_card(&dir)?;
-    let tmp = model_dir.join(format!(".CURRENT.{}.tmp", std::process::id()));
+    let tmp = model_dir.join(format!(".{pointer}.{}.tmp", std::process::id()));
     artifact::write_synced(&tmp, format!("{version}\n").as_bytes())?;
-    let target = model_dir.join(CURRENT);
+    let target = model_dir.join(pointer);
     std::fs::rename(&tmp, &target).map_err(ModelError::io(&target))?;
     sync_dir(&model_dir)
 }

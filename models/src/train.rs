@@ -1,5 +1,7 @@
-//! The training loop: mini-batches over windows, autograd through `Network::forward`, an optimizer
-//! step per batch, validation after every epoch, early stopping that restores the best weights.
+//! The training loop: mini-batches over windows, gradients from the fused CPU trainer (`fused_train`,
+//! backpropagation written by hand) or, on other devices, Candle's autograd through
+//! `Network::forward`; an optimizer step per batch, validation after every epoch, early stopping
+//! that restores the best weights.
 
 use std::time::Instant;
 
@@ -38,27 +40,6 @@ pub struct Fitted {
     pub epochs: Vec<EpochReport>,
     pub best_epoch: usize,
     pub train_s: f64,
-}
-
-/// Parses `cpu`, `cuda:N` or `auto` (CUDA 0 when this build has it and a GPU answers, else CPU).
-pub fn parse_device(s: &str) -> Result<Device> {
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        "auto" => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
-        _ => {
-            let ordinal = s
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse::<usize>().ok())
-                .ok_or_else(|| {
-                    ModelError::Config(format!("device {s:?}: want cpu, cuda:N or auto"))
-                })?;
-            Device::new_cuda(ordinal).map_err(|e| {
-                ModelError::Config(format!(
-                    "device {s}: {e} (CUDA needs a build with `--features cuda` and a GPU)"
-                ))
-            })
-        }
-    }
 }
 
 /// Re-draws every weight from `seed` the way Keras initialises its LSTM and Dense layers (Glorot
@@ -300,12 +281,5 @@ mod tests {
                 assert!((d - want).abs() < 1e-5, "({a},{b}) = {d}");
             }
         }
-    }
-
-    #[test]
-    fn device_strings() {
-        assert!(parse_device("cpu").unwrap().is_cpu());
-        assert!(parse_device("gpu").is_err());
-        assert!(parse_device("auto").is_ok());
     }
 }

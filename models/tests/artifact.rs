@@ -83,12 +83,12 @@ fn registry_publishes_immutable_versions_and_promotes_atomically() {
         (card.name.as_str(), card.version.as_str()),
         ("pump", "v0002")
     );
-    registry::promote(r, "pump", &v1).unwrap();
+    registry::promote(r, "pump", &v1, "first").unwrap();
     assert_eq!(
         registry::current_version_dir(r, "pump").unwrap(),
         r.join("pump/v0001")
     );
-    registry::promote(r, "pump", &v2).unwrap();
+    registry::promote(r, "pump", &v2, "second").unwrap();
     assert_eq!(
         registry::current_version(r, "pump").unwrap().as_deref(),
         Some("v0002")
@@ -98,8 +98,8 @@ fn registry_publishes_immutable_versions_and_promotes_atomically() {
         &Device::Cpu,
     )
     .unwrap();
-    assert!(registry::promote(r, "pump", "v0009").is_err());
-    assert!(registry::promote(r, "pump", "../x").is_err());
+    assert!(registry::promote(r, "pump", "v0009", "x").is_err());
+    assert!(registry::promote(r, "pump", "../x", "x").is_err());
     // no staging leftovers beside the versions
     let names: Vec<String> = std::fs::read_dir(r.join("pump"))
         .unwrap()

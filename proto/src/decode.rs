@@ -127,7 +127,7 @@ pub enum ContentType {
 
 impl ContentType {
     /// From the Kafka `content-type` header; without one the first byte decides (`{` = JSON),
-    /// as DESIGN.md says. Parameters such as `; charset=utf-8` are ignored.
+    /// as docs/messages.md says. Parameters such as `; charset=utf-8` are ignored.
     pub fn detect(header: Option<&str>, bytes: &[u8]) -> Result<Self, DecodeError> {
         let Some(header) = header else {
             return Ok(if bytes.first() == Some(&b'{') {

@@ -1,4 +1,5 @@
-//! The maintcast wire schema (`maintcast/v1`; documented in docs/) and its Rust forms.
+//! The maintcast wire schema (`maintcast/v1`; docs/messages.md, and JSON Schemas beside the .proto)
+//! and its Rust forms.
 //!
 //! [`pb`] holds the prost-generated Protobuf types. The domain types ([`Telemetry`],
 //! [`MaintenanceEvent`], [`Forecast`], [`Alert`]) are what the services use; they convert to and

@@ -26,7 +26,7 @@ impl Telemetry {
             .map(|&(_, v)| v)
     }
 
-    /// The JSON form of DESIGN.md: `ts` as RFC 3339 with milliseconds, non-finite values as null.
+    /// The JSON form (docs/messages.md): `ts` as RFC 3339 with milliseconds, non-finite values as null.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("telemetry always serialises")
     }
@@ -143,7 +143,7 @@ impl MaintenanceEvent {
     }
 }
 
-/// A days-to-maintenance forecast (InfluxDB `maintenance_forecast`, DESIGN.md "Forecasts").
+/// A days-to-maintenance forecast (InfluxDB `maintenance_forecast`, docs/influxdb.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Forecast {
     pub machine_id: String,

@@ -39,7 +39,7 @@ fn make_default_model(registry_dir: &Path, name: &str) -> anyhow::Result<()> {
         seed: 7,
     };
     let version = publish_random_model(registry_dir, name, spec)?;
-    registry::promote(registry_dir, name, &version)?;
+    registry::promote(registry_dir, name, &version, "benchmark model")?;
     Ok(())
 }
 

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
+use maintcast_common::points;
 use maintcast_models::metrics::IntervalSpec;
 use maintcast_models::network::{ArchConfig, Network};
 use maintcast_models::scaler::{Scaler, ScalerKind};
 use maintcast_models::{Forecaster, ModelCard, TargetSpec, artifact, registry};
-use maintcast_proto::Telemetry;
+use maintcast_proto::{Forecast, Telemetry};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -124,7 +125,7 @@ pub fn publish_random_model(
 /// A small randomly initialised model, published and promoted in `registry_dir`.
 pub fn make_model(registry_dir: &Path, name: &str, seed: u64) -> String {
     let version = publish_model(registry_dir, name, seed);
-    registry::promote(registry_dir, name, &version).expect("promote");
+    registry::promote(registry_dir, name, &version, "test model").expect("promote");
     version
 }
 
@@ -314,15 +315,15 @@ pub fn offline_forecasts(
     offline_forecasts_by(registry_dir, name, &version, fleet, 0..usize::MAX)
 }
 
-pub async fn forecasts_in_influx(model: &str) -> Vec<HashMap<String, String>> {
+/// Every `maintenance_forecast` point of `model`, read back through the schema that wrote it.
+pub async fn forecasts_in_influx(model: &str) -> Vec<Forecast> {
     let env = influx();
-    let flux = format!(
-        r#"from(bucket: "{}") |> range(start: -10d, stop: 1d)
-  |> filter(fn: (r) => r._measurement == "maintenance_forecast" and r.model == "{model}")
-  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")"#,
-        env.bucket
-    );
-    env.query(&flux).await
+    let flux = points::forecasts_flux(&env.bucket, model, "start: -10d, stop: 1d");
+    env.query(&flux)
+        .await
+        .iter()
+        .map(|row| points::forecast_from_row(row).unwrap_or_else(|e| panic!("{e}")))
+        .collect()
 }
 
 /// Waits until InfluxDB holds as many forecasts of `model` as expected (failing at once if one
@@ -347,33 +348,27 @@ pub async fn assert_forecasts(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(got.len(), expected.len(), "forecast count in InfluxDB");
-    for row in &got {
-        let id = &row["machine_id"];
-        let ts = chrono::DateTime::parse_from_rfc3339(&row["_time"])
-            .unwrap()
-            .timestamp_millis();
+    for f in &got {
+        let (id, ts) = (&f.machine_id, f.ts_ms);
         let want = expected
             .get(&(id.clone(), ts))
             .unwrap_or_else(|| panic!("unexpected forecast {id} at {ts}"));
-        let days: f64 = row["days_to_maintenance"].parse().unwrap();
+        let days = f.days_to_maintenance;
         assert!(
             (days - want.days as f64).abs() < 1e-4,
             "{id}@{ts}: streamed {days}, offline {}",
             want.days
         );
-        assert_eq!(row["model_version"], want.version, "{id}@{ts}");
-        assert_eq!(row["machine_type"], "press");
-        assert!(row["site"].starts_with("site"));
-        assert_eq!(row["window_rows"], WINDOW.to_string());
-        let due: i64 = row["due_at"].parse().unwrap();
-        assert_eq!(due, ts / 1000 + (days * 86_400.0).round() as i64);
-        let (p10, p90): (f64, f64) = (
-            row["days_p10"].parse().unwrap(),
-            row["days_p90"].parse().unwrap(),
-        );
+        assert_eq!(f.model_version, want.version, "{id}@{ts}");
+        assert_eq!(f.machine_type.as_deref(), Some("press"));
+        assert!(f.site.as_deref().is_some_and(|s| s.starts_with("site")));
+        assert_eq!(f.window_rows as usize, WINDOW);
+        assert_eq!(f.due_at, points::due_at(ts, days));
         assert!(
-            p10 <= days && days <= p90,
-            "interval [{p10}, {p90}] misses {days}"
+            f.days_p10 <= days && days <= f.days_p90,
+            "interval [{}, {}] misses {days}",
+            f.days_p10,
+            f.days_p90
         );
     }
 }

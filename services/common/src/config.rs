@@ -28,7 +28,7 @@ impl fmt::Debug for Secret {
 }
 
 /// Reads a secret from the variable `var`, or else from the file named by `<var>_FILE`
-/// (trailing whitespace trimmed). Secrets never come from flags (DESIGN.md "Configuration").
+/// (trailing whitespace trimmed). Secrets never come from flags (docs/configuration.md).
 pub fn secret_from_env(var: &str) -> anyhow::Result<Option<Secret>> {
     if let Ok(v) = std::env::var(var)
         && !v.is_empty()

@@ -6,4 +6,5 @@ pub mod http;
 pub mod influx;
 pub mod kafka;
 pub mod logging;
+pub mod points;
 pub mod shutdown;

@@ -11,7 +11,9 @@ pub struct AlertRule {
 
 impl AlertRule {
     /// Given whether the last alert was "due" and a new forecast, the alert to send (if any).
-    /// The caller stores the new state only once the alert is delivered.
+    /// `currently_due` is the state of the newest alert sent, delivered or still pending: the
+    /// window keeps the delivered state, and the caller stores a new one only when Kafka's
+    /// delivery report arrives (a pending alert is not sent twice).
     pub fn evaluate(&self, currently_due: bool, days: f64) -> Option<AlertState> {
         if !currently_due && days < self.threshold_days {
             Some(AlertState::Due)

@@ -160,7 +160,7 @@ fn forecast(
         model: model.name().to_string(),
         model_version: model.version().to_string(),
         days_to_maintenance: days,
-        due_at: r.ts_ms.div_euclid(1000) + (days * 86_400.0).round() as i64,
+        due_at: maintcast_common::points::due_at(r.ts_ms, days),
         days_p10: p.p10 as f64,
         days_p90: p.p90 as f64,
         window_rows: r.window_rows as u32,

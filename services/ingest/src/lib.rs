@@ -2,7 +2,7 @@
 //! forecasts. Read the modules in the order data flows through them: `source` (Kafka in),
 //! `pipeline` (decoded rows -> windows -> forecast requests; pure), `infer`, `sink` (InfluxDB),
 //! `publish` (DLQ, alerts), `offsets` (what may be committed); `service` only wires them.
-//! The contracts (topics, messages, measurements, configuration) are in `docs/`.
+//! The contracts are in docs/ (topics.md "Delivery", influxdb.md, configuration.md).
 
 pub mod alerts;
 pub mod batch;
@@ -14,7 +14,6 @@ pub mod model;
 pub mod offsets;
 pub mod pipeline;
 pub mod publish;
-pub mod schema;
 pub mod service;
 pub mod serving;
 pub mod sink;

@@ -1,6 +1,6 @@
-//! What the pipeline needs of a model. The serving implementation wraps
-//! `maintcast_models::Forecaster`; unit tests use a small fake, so the pipeline is tested
-//! without weights.
+//! What the pipeline needs of a model. The one implementation, `serving::ServingModel`, wraps
+//! `maintcast_models::Forecaster`; the tests drive the pipeline with small randomly initialised
+//! models published to a registry (`tests/support`), so they exercise real weights.
 
 /// One forecast as the model produces it, in days.
 #[derive(Debug, Clone, Copy, PartialEq)]

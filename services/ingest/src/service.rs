@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use maintcast_common::influx::Writer;
+use maintcast_common::points::Point;
 use maintcast_common::shutdown::Shutdown;
 use maintcast_proto::{Alert, AlertState, Decoder, Forecast};
 use prometheus_client::registry::Registry;
@@ -411,7 +412,7 @@ impl Loop {
             RowOutcome::Late => self.metrics.late.inc(),
         };
         if step.history && self.config.write_raw {
-            match crate::schema::telemetry_point(&t) {
+            match Point::telemetry(&t).map(|p| p.data_point()) {
                 Ok(point) => {
                     let origin = Origin {
                         topic: msg.topic().to_string(),
@@ -456,7 +457,7 @@ impl Loop {
         self.pipeline.on_event(&ev, msg.partition());
         // Every event is history, also a stale one: the trainer decides what it means.
         if self.config.write_raw {
-            match crate::schema::event_point(&ev) {
+            match Point::maintenance_event(&ev).map(|p| p.data_point()) {
                 Ok(point) => {
                     let origin = Origin {
                         topic: msg.topic().to_string(),

@@ -89,21 +89,5 @@ impl Model for ServingModel {
     }
 }
 
-/// `cpu`, `cuda:N` or `auto` (CUDA when built with it and present, else CPU).
-pub fn parse_device(spec: &str) -> anyhow::Result<Device> {
-    match spec {
-        "cpu" => Ok(Device::Cpu),
-        "auto" => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
-        s => {
-            let ordinal = s
-                .strip_prefix("cuda:")
-                .or_else(|| (s == "cuda").then_some("0"))
-                .and_then(|n| n.parse::<usize>().ok())
-                .ok_or_else(|| {
-                    anyhow::anyhow!("unknown device {s:?}: expected cpu, cuda:N or auto")
-                })?;
-            Device::new_cuda(ordinal)
-                .with_context(|| format!("cannot open {s} (built without --features cuda?)"))
-        }
-    }
-}
+/// The one device parser (`maintcast_models::device`), re-exported where ingest always found it.
+pub use maintcast_models::device::parse_device;

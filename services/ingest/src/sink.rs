@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use influxdb2::models::{DataPoint, WriteDataPoint};
 use maintcast_common::influx::{WriteError, Writer};
+use maintcast_common::points::Point;
 use maintcast_common::shutdown::Shutdown;
 use maintcast_proto::Forecast;
 use tokio::sync::mpsc;
@@ -68,7 +69,7 @@ impl Sink {
             let mut metas = Vec::with_capacity(n);
             for item in items.drain(..) {
                 match item {
-                    WriteItem::Forecast(f) => match crate::schema::forecast_point(&f) {
+                    WriteItem::Forecast(f) => match Point::forecast(&f).map(|p| p.data_point()) {
                         Ok(p) => {
                             points.push(p);
                             metas.push(Meta::Forecast(f));

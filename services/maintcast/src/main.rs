@@ -1,11 +1,14 @@
-//! `maintcast`: one binary whose subcommands are the services and tools (DESIGN.md, "Commands").
-//! Each subcommand lives in `cmd/<name>.rs`; this file only parses flags and dispatches.
+//! `maintcast`: one binary whose subcommands are the services and tools (docs/configuration.md
+//! lists every flag). Each subcommand lives in `cmd/<name>.rs`; this file only parses flags and
+//! dispatches.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod cmd;
+#[cfg(test)]
+mod config_doc;
 
 /// Streaming predictive maintenance: forecasts, for every machine, the days until it needs maintenance.
 #[derive(Parser)]

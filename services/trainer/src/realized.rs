@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use influxdb2::models::Query;
+use maintcast_common::points;
 use maintcast_models::history::DAY_MS;
 use serde::Serialize;
 
@@ -192,16 +193,18 @@ pub async fn score(
     let events_flux = format!(
         r#"from(bucket: "{b}")
   |> range(start: {s}, stop: {e})
-  |> filter(fn: (r) => r._measurement == "maintenance_event")
-  |> keep(columns: ["_time", "machine_id"])"#,
+  |> filter(fn: (r) => r._measurement == "{event}")
+  |> keep(columns: ["_time", "{machine_id}"])"#,
         b = escape(bucket),
+        event = points::maintenance_event::MEASUREMENT,
+        machine_id = points::maintenance_event::tag::MACHINE_ID,
         s = flux_time(0),
         e = flux_time(now),
     );
     let mut events: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for rec in run(events_flux).await? {
         if let (Some(id), Some(t)) = (
-            string(rec.values.get("machine_id")),
+            string(rec.values.get(points::maintenance_event::tag::MACHINE_ID)),
             time_ms(rec.values.get("_time")),
         ) {
             events.entry(id).or_default().push(t);
@@ -220,9 +223,9 @@ pub async fn score(
             let flux = format!(
                 r#"from(bucket: "{b}")
   |> range(start: {s}, stop: {t})
-  |> filter(fn: (r) => r._measurement == "maintenance_forecast" and r._field == "days_to_maintenance")
-  |> filter(fn: (r) => r.machine_id == "{m}" and r.model == "{model}")
-  |> keep(columns: ["_time", "_value", "model_version"])
+  |> filter(fn: (r) => r._measurement == "{forecast}" and r._field == "{days}")
+  |> filter(fn: (r) => r.{machine_id} == "{m}" and r.{model_tag} == "{model}")
+  |> keep(columns: ["_time", "_value", "{model_version}"])
   |> group()
   |> sort(columns: ["_time"])"#,
                 b = escape(bucket),
@@ -230,6 +233,11 @@ pub async fn score(
                 t = flux_time(e + 1),
                 m = escape(&machine),
                 model = escape(model),
+                forecast = points::forecast::MEASUREMENT,
+                days = points::forecast::field::DAYS,
+                machine_id = points::forecast::tag::MACHINE_ID,
+                model_tag = points::forecast::tag::MODEL,
+                model_version = points::forecast::tag::MODEL_VERSION,
             );
             let forecasts: Vec<PastForecast> = run(flux)
                 .await?
@@ -238,7 +246,8 @@ pub async fn score(
                     Some(PastForecast {
                         ts_ms: time_ms(r.values.get("_time"))?,
                         days: number(r.values.get("_value"))?,
-                        version: string(r.values.get("model_version")).unwrap_or_default(),
+                        version: string(r.values.get(points::forecast::tag::MODEL_VERSION))
+                            .unwrap_or_default(),
                     })
                 })
                 .collect();

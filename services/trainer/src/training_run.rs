@@ -1,5 +1,5 @@
-//! Epochs to InfluxDB's `training_run` measurement (tags `model`, `run_id`; fields `train_loss`,
-//! `val_mae`, `val_rmse`, `elapsed_s`), so the Grafana training panel follows a sweep live.
+//! Epochs to InfluxDB's `training_run` measurement (`maintcast_common::points::training_run`), so
+//! the Grafana training panel follows a sweep live.
 //!
 //! Best effort on purpose: training must not wait for, or fail because of, a monitoring write. The
 //! training threads hand points to one writer thread; a failed batch is logged and dropped.
@@ -12,9 +12,10 @@ use anyhow::Context;
 use influxdb2::api::write::TimestampPrecision;
 use influxdb2::models::DataPoint;
 use maintcast_common::influx::InfluxConfig;
+use maintcast_common::points::{Point, TrainingEpoch};
 use maintcast_models::train::EpochReport;
 
-pub const MEASUREMENT: &str = "training_run";
+pub const MEASUREMENT: &str = maintcast_common::points::training_run::MEASUREMENT;
 
 pub struct TrainingRunSink {
     tx: Mutex<Option<mpsc::Sender<DataPoint>>>,
@@ -100,25 +101,17 @@ impl Drop for TrainingRunSink {
     }
 }
 
-/// The point of one epoch. Non-finite values (no validation set) are left out: InfluxDB refuses
-/// NaN fields.
+/// The point of one epoch, as `maintcast_common::points` defines it.
 pub fn point(model: &str, run_id: &str, r: &EpochReport, ts_ms: i64) -> anyhow::Result<DataPoint> {
-    let mut b = DataPoint::builder(MEASUREMENT)
-        .tag("model", model)
-        .tag("run_id", run_id)
-        .field("epoch", r.epoch as i64);
-    for (name, v) in [
-        ("train_loss", r.train_loss),
-        ("val_mae", r.val_mae),
-        ("val_rmse", r.val_rmse),
-        ("elapsed_s", r.elapsed_s),
-        ("lr", r.lr),
-    ] {
-        if v.is_finite() {
-            b = b.field(name, v);
-        }
-    }
-    Ok(b.timestamp(ts_ms).build()?)
+    let epoch = TrainingEpoch {
+        epoch: r.epoch,
+        train_loss: r.train_loss,
+        val_mae: r.val_mae,
+        val_rmse: r.val_rmse,
+        elapsed_s: r.elapsed_s,
+        lr: r.lr,
+    };
+    Ok(Point::training_epoch(model, run_id, &epoch, ts_ms)?.data_point())
 }
 
 #[cfg(test)]
@@ -126,7 +119,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_epoch_becomes_one_line_protocol_point() {
+    fn an_epoch_becomes_one_millisecond_point() {
         let r = EpochReport {
             epoch: 3,
             train_loss: 2.5,

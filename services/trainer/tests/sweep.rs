@@ -148,12 +148,28 @@ fn two_run_sweep_logs_ranks_resumes_and_promotes() {
     let card = maintcast_models::artifact::read_card(&current).unwrap();
     assert_eq!(card.training["sweep"]["sweep_id"], first.sweep_id.as_str());
     assert_eq!(card.training["sweep"]["run_id"], p.run_id.as_str());
+    // promoted through the registry's one promote: logged, with the sweep and run named
+    let log = maintcast_models::registry::read_log(&registry, "tiny").unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].version, p.version);
+    assert!(
+        log[0].reason.contains(&first.sweep_id) && log[0].reason.contains(&p.run_id),
+        "{}",
+        log[0].reason
+    );
     // The same model again does not beat itself: published, but CURRENT stays.
     let p2 = sweep::promote_best(&out, &again, &history, &registry, "tiny", &Device::Cpu).unwrap();
     assert!(!p2.promoted, "{}", p2.reason);
     assert_eq!(
         maintcast_models::registry::current_version(&registry, "tiny").unwrap(),
         Some(p.version)
+    );
+    assert_eq!(
+        maintcast_models::registry::read_log(&registry, "tiny")
+            .unwrap()
+            .len(),
+        1,
+        "a sweep that did not promote logged a promotion"
     );
 }
 

@@ -14,12 +14,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
+use maintcast_common::points;
 use maintcast_ingest::batch::Batcher;
 use maintcast_ingest::model::Model;
-use maintcast_ingest::serving::{ServingModel, parse_device};
+use maintcast_ingest::serving::ServingModel;
 use maintcast_ingest::window::{RowOutcome, WindowStore};
 use maintcast_models::config::Config;
 use maintcast_models::dataset::{self, WindowSpec};
+use maintcast_models::device::parse_device;
 use maintcast_models::history::{self, History, MachineHistory};
 use maintcast_models::{artifact, pipeline, registry};
 use maintcast_simulator::{EventKind, Fleet, FleetConfig, MachineInfo, Truth, output};
@@ -354,9 +356,7 @@ fn stream(
             stats.abs_err_baseline += f64::from((base - truth).abs());
             stats.covered += usize::from(f.p10 <= truth && truth <= f.p90);
             let m = &machines[p.machine as usize];
-            writeln!(
-                sink,
-                "{}",
+            sink.write_all(
                 line_protocol(
                     m,
                     &card.name,
@@ -365,8 +365,9 @@ fn stream(
                     f.days,
                     f.p10,
                     f.p90,
-                    p.window_rows
-                )
+                    p.window_rows,
+                )?
+                .as_bytes(),
             )?;
             latest.insert(
                 p.machine,
@@ -529,7 +530,7 @@ fn table(
     s
 }
 
-/// One `maintenance_forecast` point (DESIGN.md "Forecasts in InfluxDB"), nanosecond timestamp.
+/// One `maintenance_forecast` point as line protocol, through the schema ingest writes with.
 #[allow(clippy::too_many_arguments)]
 fn line_protocol(
     m: &MachineInfo,
@@ -540,23 +541,22 @@ fn line_protocol(
     p10: f32,
     p90: f32,
     window_rows: usize,
-) -> String {
-    let esc = |s: &str| {
-        s.replace(' ', "\\ ")
-            .replace(',', "\\,")
-            .replace('=', "\\=")
+) -> anyhow::Result<String> {
+    let days = f64::from(days);
+    let forecast = maintcast_proto::Forecast {
+        machine_id: m.id.clone(),
+        ts_ms,
+        model: model.to_string(),
+        model_version: version.to_string(),
+        days_to_maintenance: days,
+        due_at: points::due_at(ts_ms, days),
+        days_p10: f64::from(p10),
+        days_p90: f64::from(p90),
+        window_rows: u32::try_from(window_rows)?,
+        machine_type: Some(m.machine_type.as_str().to_string()),
+        site: Some(m.site.clone()),
     };
-    let due_at = ts_ms / 1000 + (f64::from(days) * 86_400.0).round() as i64;
-    format!(
-        "maintenance_forecast,machine_id={},model={},model_version={},machine_type={},site={} \
-         days_to_maintenance={days},due_at={due_at}i,days_p10={p10},days_p90={p90},window_rows={window_rows}i {}",
-        esc(&m.id),
-        esc(model),
-        esc(version),
-        m.machine_type.as_str(),
-        esc(&m.site),
-        ts_ms * 1_000_000
-    )
+    Ok(points::Point::forecast(&forecast)?.line_protocol()?)
 }
 
 /// Ridge regression `y ~ w.x + b` by the normal equations (intercept not penalised): the plain
@@ -707,18 +707,20 @@ mod tests {
     }
 
     #[test]
-    fn line_protocol_matches_the_design() {
+    fn line_protocol_is_the_forecast_schema() {
         let m = MachineInfo {
             id: "press-017".into(),
             machine_type: maintcast_simulator::MachineType::Press,
             site: "new york".into(),
         };
-        let line = line_protocol(&m, "demo", "v1", 1_767_225_600_000, 2.5, 1.0, 4.0, 60);
+        let line = line_protocol(&m, "demo", "v1", 1_767_225_600_000, 2.5, 1.0, 4.0, 60).unwrap();
         assert_eq!(
             line,
-            "maintenance_forecast,machine_id=press-017,model=demo,model_version=v1,machine_type=press,\
-             site=new\\ york days_to_maintenance=2.5,due_at=1767441600i,days_p10=1,days_p90=4,\
-             window_rows=60i 1767225600000000000"
+            "maintenance_forecast,machine_id=press-017,machine_type=press,model=demo,\
+             model_version=v1,site=new\\ york days_p10=1,days_p90=4,days_to_maintenance=2.5,\
+             due_at=1767441600i,window_rows=60i 1767225600000000000\n"
         );
+        let err = line_protocol(&m, "demo", "v1", 0, f32::NAN, 1.0, 4.0, 60).unwrap_err();
+        assert!(err.to_string().contains("days_to_maintenance"), "{err}");
     }
 }

@@ -20,7 +20,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let device = train::parse_device(&args.device)?;
+    let device = maintcast_models::device::parse_device(&args.device)?;
     let forecaster = Forecaster::load(&args.model, &device)?;
     let report = match args.data.load()? {
         // C-MAPSS: the standard protocol on the test units.

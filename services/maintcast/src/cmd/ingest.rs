@@ -46,7 +46,7 @@ pub struct Args {
         default_value = defaults::CHECKPOINT_TOPIC
     )]
     checkpoint_topic: String,
-    /// Model registry directory (layout in docs/).
+    /// Model registry directory (docs/registry.md).
     #[arg(long, env = "MAINTCAST_REGISTRY", default_value = "models/registry")]
     registry: PathBuf,
     #[arg(long, env = "MAINTCAST_MODEL", default_value = defaults::MODEL)]

@@ -5,3 +5,4 @@ pub mod models;
 pub mod simulate;
 pub mod sweep;
 pub mod train;
+pub mod train_service;

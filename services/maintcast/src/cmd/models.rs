@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 use maintcast_models::artifact;
+use maintcast_models::registry::{self as reg_models, Servable};
 use maintcast_trainer::registry;
 
 #[derive(clap::Args)]
@@ -33,12 +34,16 @@ enum Action {
         /// e.g. v0003; default: the CURRENT one.
         version: Option<String>,
     },
-    /// Make VERSION the serving one, after loading and verifying it completely.
+    /// Make VERSION the serving one, after loading it as ingest would and running a forecast.
     Promote {
         version: String,
         /// Why, for the promotion log.
         #[arg(long, default_value = "promoted by hand")]
         reason: String,
+        /// Accept features or a window other than the serving version's (running ingest
+        /// instances keep the old model until restarted).
+        #[arg(long)]
+        allow_layout_change: bool,
     },
     /// Undo the last promotion: the version that served before the current one serves again.
     Rollback,
@@ -87,7 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Action::Show { version } => {
             let version = match version {
                 Some(v) => v,
-                None => maintcast_models::registry::current_version(reg, name)?
+                None => reg_models::current_version(reg, name)?
                     .context("no CURRENT version yet; name one")?,
             };
             let dir = reg.join(name).join(&version);
@@ -104,12 +109,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "lineage".into(),
                     serde_json::json!(registry::lineage(reg, name, &version)?),
                 );
-                let current = maintcast_models::registry::current_version(reg, name)?;
+                let current = reg_models::current_version(reg, name)?;
                 o.insert(
                     "current".into(),
                     serde_json::json!(current.as_deref() == Some(&version)),
                 );
-                let log: Vec<_> = registry::read_log(reg, name)?
+                let log: Vec<_> = reg_models::read_log(reg, name)?
                     .into_iter()
                     .filter(|e| e.version == version || e.from.as_deref() == Some(&version))
                     .collect();
@@ -117,15 +122,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
-        Action::Promote { version, reason } => {
-            let from = registry::promote(reg, name, &version, &reason)?;
+        Action::Promote {
+            version,
+            reason,
+            allow_layout_change,
+        } => {
+            let how = Servable {
+                allow_layout_change,
+            };
+            let from = reg_models::promote_with(reg, name, &version, &reason, &how)?;
             println!(
                 "{name}: {version} now serves (was {})",
                 from.as_deref().unwrap_or("nothing")
             );
         }
         Action::Rollback => {
-            let (from, to) = registry::rollback(reg, name)?;
+            let (from, to) = reg_models::rollback(reg, name)?;
             println!("{name}: rolled back from {from} to {to}");
         }
     }

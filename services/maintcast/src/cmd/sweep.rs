@@ -44,7 +44,8 @@ pub struct Args {
     /// Compare runs that differ only on this axis (a table in the leaderboard); with --sample,
     /// draw N settings of the other axes and train each with every value of this one
     /// (`schedule`: matched runs with and without learning-rate decay).
-    #[arg(long, value_enum, env = "MAINTCAST_SWEEP_PAIRED")]
+    /// One of schedule, optimizer, batch-size, lr, loss, dropout.
+    #[arg(long, env = "MAINTCAST_SWEEP_PAIRED")]
     paired: Option<sweep::PairAxis>,
     /// Overrides the grid's sampling seed.
     #[arg(long)]
@@ -127,7 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let device = maintcast_models::train::parse_device(&args.device)?;
+    let device = maintcast_models::device::parse_device(&args.device)?;
     let opts = SweepOptions {
         out: args.out.clone(),
         jobs: args.jobs,

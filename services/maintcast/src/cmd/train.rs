@@ -9,6 +9,8 @@ use maintcast_models::config::Config;
 use maintcast_models::history::{self, Cmapss, History};
 use maintcast_models::{Forecaster, artifact, pipeline, registry, train};
 
+use super::train_service::{self, ServiceArgs};
+
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Format {
     /// `machine_id,ts,<sensor>...` telemetry plus a `machine_id,ts,kind,note` events file.
@@ -80,17 +82,19 @@ pub struct Args {
     /// Overrides train.seed of the config.
     #[arg(long, env = "MAINTCAST_SEED")]
     pub seed: Option<u64>,
-    /// Make the new version CURRENT (the first version of a model always becomes CURRENT).
+    /// Make the new version CURRENT without the champion/challenger gate: no comparison with the
+    /// serving version (the trainer service's `--once` applies the gate). The serving check
+    /// still runs. The first version of a model always becomes CURRENT.
     #[arg(long, env = "MAINTCAST_PROMOTE")]
     pub promote: bool,
     /// The trainer service (maintcast_trainer::service): rounds with a champion/challenger gate.
     #[command(flatten, next_help_heading = "Trainer service")]
-    pub service: maintcast_trainer::service::ServiceArgs,
+    pub service: ServiceArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.service.enabled() {
-        return run_service(args);
+        return train_service::run(args);
     }
     let mut cfg = match &args.config {
         Some(p) => Config::load(p)?,
@@ -99,7 +103,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(seed) = args.seed {
         cfg.train.seed = seed;
     }
-    let device = train::parse_device(&args.device)?;
+    let device = maintcast_models::device::parse_device(&args.device)?;
     let loaded = args.data.load()?;
     let history = match &loaded {
         Loaded::Csv(h) => h,
@@ -138,53 +142,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     )?;
     let first = registry::current_version(&args.registry, &args.name)?.is_none();
     let version = registry::publish(&args.registry, &args.name, staged.path())?;
-    if args.promote || first {
-        registry::promote(&args.registry, &args.name, &version)?;
+    let reason = if first {
+        Some("first version of the model".to_string())
+    } else if args.promote {
+        Some(format!(
+            "maintcast train --promote: champion/challenger gate bypassed, not compared with {}",
+            card.parent_version
+                .as_deref()
+                .unwrap_or("the serving version")
+        ))
+    } else {
+        None
+    };
+    if let Some(reason) = &reason {
+        registry::promote(&args.registry, &args.name, &version, reason)?;
+        if !first {
+            tracing::warn!(
+                "{version} promoted without the champion/challenger gate (--promote); \
+                 `maintcast train --once` compares it with the serving version first"
+            );
+        }
     }
     let dir = args.registry.join(&args.name).join(&version);
     tracing::info!(
         "trained in {train_s:.1}s; version {version}{}",
-        if args.promote || first {
-            " (CURRENT)"
-        } else {
-            ""
-        }
+        if reason.is_some() { " (CURRENT)" } else { "" }
     );
     println!("{}", dir.display());
     Ok(ExitCode::SUCCESS)
-}
-
-/// `--once` / `--every`: the trainer service, reading history from InfluxDB (`--format influx`) or
-/// re-reading the files every round.
-fn run_service(args: Args) -> anyhow::Result<ExitCode> {
-    use maintcast_trainer::service::{self, HistorySource, ServiceConfig};
-    let mut recipe = match &args.config {
-        Some(p) => Config::load(p)?,
-        None => Config::default(),
-    };
-    if let Some(seed) = args.seed {
-        recipe.train.seed = seed;
-    }
-    let from_influx = matches!(args.data.format, Format::Influx);
-    let source = if from_influx {
-        HistorySource::Influx
-    } else {
-        let data = args.data;
-        HistorySource::Files(Box::new(move || {
-            Ok(match data.load()? {
-                Loaded::Csv(h) => h,
-                Loaded::Cmapss(c) => c.train,
-            })
-        }))
-    };
-    let code = service::run_blocking(ServiceConfig {
-        registry: args.registry,
-        name: args.name,
-        recipe,
-        device: args.device,
-        source,
-        influx: service::influx_from_env(from_influx)?,
-        args: args.service,
-    })?;
-    Ok(ExitCode::from(code))
 }

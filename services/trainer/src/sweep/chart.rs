@@ -11,8 +11,8 @@ use anyhow::{Context, anyhow, bail};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::leaderboard::pareto_front;
-use crate::sweep::RunResult;
+use super::leaderboard::pareto_front;
+use super::result::RunResult;
 
 const FONT: &str = "sans-serif";
 /// Learning curves drawn: more than this is spaghetti.

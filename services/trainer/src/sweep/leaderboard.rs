@@ -6,7 +6,8 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::sweep::{PairAxis, RunResult};
+use super::grid::PairAxis;
+use super::result::RunResult;
 
 pub const MARKDOWN_FILE: &str = "leaderboard.md";
 pub const CSV_FILE: &str = "leaderboard.csv";
@@ -239,7 +240,7 @@ mod tests {
             if decay {
                 r.config.train.schedule = Schedule::Exponential { gamma: 0.9 };
             }
-            r.label = crate::sweep::label(&r.config);
+            r.label = super::grid::label(&r.config);
             r
         };
         let rs = vec![
