@@ -21,7 +21,7 @@ use maintcast_ingest::window::{RowOutcome, WindowStore};
 use maintcast_models::config::Config;
 use maintcast_models::dataset::{self, WindowSpec};
 use maintcast_models::history::{self, History, MachineHistory};
-use maintcast_models::{artifact, pipeline, registry};
+use maintcast_models::{artifact, pipeline, prep, registry};
 use maintcast_simulator::{EventKind, Fleet, FleetConfig, MachineInfo, Truth, output};
 
 #[derive(clap::Args)]
@@ -99,7 +99,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut fleet = Fleet::new(cfg.clone())?;
     let machines = fleet.machines().to_vec();
 
-    // 1. History, through the same CSV reader the trainer uses (it also fills dropped readings).
+    // 1. History, through the same CSV reader the trainer uses (dropped readings are filled by the
+    //    data path when windows are built, as the ingest window store fills them).
     let sim = fleet.run(cfg.steps_for_days(args.history_days));
     let tmp = tempfile::tempdir()?;
     let hist_dir = tmp.path().join("history");
@@ -402,9 +403,7 @@ fn stream(
             }
             let window_rows = w.snapshot(window, &mut raw);
             let mut x = vec![0f32; window * nf];
-            for (src, dst) in raw.chunks(nf).zip(x.chunks_mut(nf)) {
-                model.scale_row(src, dst);
-            }
+            prep::scale_window(&card.scaler, &prep::Columns::Same, &raw, &mut x);
             let p = Pending {
                 machine: r.machine,
                 ts_ms: r.ts_ms,
