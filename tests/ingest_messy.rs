@@ -222,7 +222,11 @@ async fn every_forecast_of_a_messy_fleet_equals_the_offline_one() {
             "{id}@{ts}: streamed {days}, offline {}",
             want.days
         );
-        assert_eq!(row["window_rows"], want.window_rows.to_string(), "{id}@{ts}");
+        assert_eq!(
+            row["window_rows"],
+            want.window_rows.to_string(),
+            "{id}@{ts}"
+        );
         assert_eq!(row["model_version"], version);
         seen += 1;
     }

@@ -201,7 +201,10 @@ fn check(
                 let t = telemetry(*machine, ts, readings, *unknown_sensor);
                 let got = store.apply(&t);
                 let want = offline[*machine].row(&t);
-                prop_assert!(same_outcome(got, want), "msg {k}: store {got:?}, offline {want:?}");
+                prop_assert!(
+                    same_outcome(got, want),
+                    "msg {k}: store {got:?}, offline {want:?}"
+                );
                 if let RowOutcome::Applied { filled } = got {
                     let missing = card
                         .features

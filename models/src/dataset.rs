@@ -158,7 +158,12 @@ fn raw_rows(m: &MachineHistory, cols: &[usize], (start, end): (usize, usize)) ->
 
 /// Rows `[start, end)` of one machine filled and scaled; `start` must begin a segment (the first
 /// row or the first after an event), where the fill starts afresh.
-fn prepared_rows(m: &MachineHistory, cols: &[usize], scaler: &Scaler, seg: (usize, usize)) -> Vec<f32> {
+fn prepared_rows(
+    m: &MachineHistory,
+    cols: &[usize],
+    scaler: &Scaler,
+    seg: (usize, usize),
+) -> Vec<f32> {
     let filled = prep::fill_rows(&raw_rows(m, cols, seg), &prep::neutral(scaler));
     let mut out = vec![0.0; filled.len()];
     prep::scale_window(scaler, &prep::Columns::Same, &filled, &mut out);
@@ -392,7 +397,9 @@ mod tests {
         };
         let w = training_windows(&[&m], &["idx".into()], &identity(), spec, 100.0).unwrap();
         assert_eq!(w.get(0), [0.0, 0.0, 2.0]);
-        let w = last_window(&m, &["idx".to_string()], &identity(), 3, 1).unwrap().unwrap();
+        let w = last_window(&m, &["idx".to_string()], &identity(), 3, 1)
+            .unwrap()
+            .unwrap();
         // the gap after the event does not take the 2 from before it
         assert_eq!(w, [0.5, 0.5, 4.0]);
     }

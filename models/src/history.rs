@@ -423,7 +423,10 @@ mod tests {
         assert!(!m.offer_event(7), "stale event");
         assert_eq!(m.offer_row(8, &[4.0]), Arrival::Late);
         assert_eq!(m.offer_row(12, &[5.0]), Arrival::Accept);
-        assert_eq!((m.ts, m.values, m.events), (vec![10, 12], vec![1.0, 5.0], vec![8]));
+        assert_eq!(
+            (m.ts, m.values, m.events),
+            (vec![10, 12], vec![1.0, 5.0], vec![8])
+        );
     }
 
     #[test]

@@ -253,15 +253,16 @@ mod tests {
         assert!(out[0].is_nan());
         assert_eq!(out[1], 1.0);
         idx.read([("b", 1e300)], &mut out);
-        assert!(out[0].is_infinite(), "overflow becomes infinite, then filled");
+        assert!(
+            out[0].is_infinite(),
+            "overflow becomes infinite, then filled"
+        );
     }
 
     #[test]
     fn columns_follow_names() {
-        let (a, b): (Vec<String>, Vec<String>) = (
-            vec!["x".into(), "y".into()],
-            vec!["y".into(), "x".into()],
-        );
+        let (a, b): (Vec<String>, Vec<String>) =
+            (vec!["x".into(), "y".into()], vec!["y".into(), "x".into()]);
         assert_eq!(Columns::between(&a, &a), Columns::Same);
         let c = Columns::between(&a, &b);
         assert_eq!(c, Columns::Reordered(vec![1, 0]));
@@ -293,7 +294,16 @@ mod tests {
     #[test]
     fn fill_takes_last_good_since_reset_else_neutral_never_a_later_value() {
         let neutral = [100.0, 200.0];
-        let raw = [NAN, 5.0, 7.0, f32::INFINITY, NAN, f32::NEG_INFINITY, 8.0, 6.0];
+        let raw = [
+            NAN,
+            5.0,
+            7.0,
+            f32::INFINITY,
+            NAN,
+            f32::NEG_INFINITY,
+            8.0,
+            6.0,
+        ];
         let filled = fill_rows(&raw, &neutral);
         // Row 0's gap is neutral although row 1 has a value: no look-ahead.
         assert_eq!(filled, [100.0, 5.0, 7.0, 5.0, 7.0, 5.0, 8.0, 6.0]);

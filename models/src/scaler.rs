@@ -142,7 +142,10 @@ mod tests {
     fn missing_values_are_left_out_of_the_fit() {
         let rows = [1.0, f32::NAN, 3.0, 2.0, f32::NAN, 4.0];
         let s = Scaler::fit(ScalerKind::MinMax, &rows, 2).unwrap();
-        assert_eq!((s.offset.clone(), s.scale.clone()), (vec![1.0, 2.0], vec![2.0, 2.0]));
+        assert_eq!(
+            (s.offset.clone(), s.scale.clone()),
+            (vec![1.0, 2.0], vec![2.0, 2.0])
+        );
         let z = Scaler::fit(ScalerKind::ZScore, &rows, 2).unwrap();
         assert_eq!((z.offset[0], z.scale[0]), (2.0, 1.0));
         assert!(Scaler::fit(ScalerKind::MinMax, &[f32::NAN, 1.0], 2).is_err());

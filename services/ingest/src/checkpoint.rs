@@ -210,9 +210,6 @@ mod tests {
             bits(&back.fill_base),
             bits(&[w.fill_base[1], w.fill_base[0]])
         );
-        assert_eq!(
-            back.fill_base_ts,
-            [w.fill_base_ts[1], w.fill_base_ts[0]]
-        );
+        assert_eq!(back.fill_base_ts, [w.fill_base_ts[1], w.fill_base_ts[0]]);
     }
 }

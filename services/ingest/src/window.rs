@@ -248,7 +248,11 @@ impl WindowStore {
     /// `neutral`: what a feature never reported since a machine's last maintenance reads as
     /// (`prep::neutral` of the serving model's scaler).
     pub fn new(features: Vec<String>, window: usize, neutral: Vec<f32>) -> Self {
-        assert_eq!(features.len(), neutral.len(), "one neutral value per feature");
+        assert_eq!(
+            features.len(),
+            neutral.len(),
+            "one neutral value per feature"
+        );
         let n = features.len();
         WindowStore {
             index: FeatureIndex::new(&features),

@@ -217,7 +217,11 @@ fn sensor_names(machines: &BTreeMap<String, Acc>) -> Vec<String> {
             a.sensors
                 .iter()
                 .enumerate()
-                .filter(|&(c, _)| a.rows.values().any(|r| r.get(c).is_some_and(|v| !v.is_nan())))
+                .filter(|&(c, _)| {
+                    a.rows
+                        .values()
+                        .any(|r| r.get(c).is_some_and(|v| !v.is_nan()))
+                })
                 .map(|(_, s)| s.clone())
         })
         .collect();
