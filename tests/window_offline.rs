@@ -1,7 +1,8 @@
 //! Serving sees what training saw: messy telemetry streams (gaps, nulls, NaN and infinities,
 //! unknown and missing sensors, duplicate and out-of-order rows, maintenance events on time, late
 //! and stale, histories shorter than the window, checkpoints taken and restored mid-stream) go
-//! through the ingest service's window store row by row, and the same rows through the offline
+//! through the ingest service's pipeline (`maintcast_ingest::pipeline`: window store, forecast
+//! schedule, forecast requests) row by row, and the same rows through the offline
 //! data path that training and evaluation use. At every message the window the store holds must
 //! equal the offline window, and every forecast the store asks for must equal the offline one to
 //! 1e-4. No servers: this is the pure part of the pipeline.
@@ -12,6 +13,7 @@ use maintcast_e2e::stream::{RandomModel, publish_random_model};
 use maintcast_ingest::checkpoint;
 use maintcast_ingest::model::Model;
 use maintcast_ingest::serving::ServingModel;
+use maintcast_ingest::pipeline::Pipeline;
 use maintcast_ingest::window::{RowOutcome, WindowStore};
 use maintcast_models::Forecaster;
 use maintcast_models::prep::Arrival;
@@ -178,11 +180,12 @@ fn check(
     let m = model(window, min_rows, seed);
     let card = m.offline.card();
     let nf = card.features.len();
-    let mut store = WindowStore::new(
+    let store = WindowStore::new(
         m.serving.features().to_vec(),
         m.serving.window(),
         m.serving.neutral_raw(),
     );
+    let mut pipeline = Pipeline::new(store, m.serving.min_rows(), stride);
     let mut offline: Vec<OfflineMachine> = (0..MACHINES)
         .map(|i| OfflineMachine::new(&format!("m{i}"), &card.features))
         .collect();
@@ -199,7 +202,8 @@ fn check(
                 let ts = clock[*machine] + dt * STEP;
                 clock[*machine] = clock[*machine].max(ts);
                 let t = telemetry(*machine, ts, readings, *unknown_sensor);
-                let got = store.apply(&t);
+                let step = pipeline.on_telemetry(&t, 0, k as i64);
+                let got = step.outcome;
                 let want = offline[*machine].row(&t);
                 prop_assert!(
                     same_outcome(got, want),
@@ -212,19 +216,17 @@ fn check(
                         .filter(|f| t.sensor(f).is_none_or(|v| !(v as f32).is_finite()))
                         .count();
                     prop_assert_eq!(filled as usize, missing, "msg {}: filled", k);
-                    let w = store.get(&t.machine_id).unwrap();
-                    let due = w.forecast_due(min_rows, stride);
                     prop_assert_eq!(
-                        due,
+                        step.forecast.is_some(),
                         offline[*machine].due(min_rows, stride as usize),
                         "msg {}: forecast due",
                         k
                     );
-                    if due {
+                    if let Some(req) = step.forecast {
                         // The service's path: raw window, the model's own scaling, inference.
-                        let real = w.snapshot(window, &mut held);
-                        let mut scaled = vec![0.0; held.len()];
-                        for (r, s) in held.chunks(nf).zip(scaled.chunks_mut(nf)) {
+                        let real = req.window_rows;
+                        let mut scaled = vec![0.0; req.raw.len()];
+                        for (r, s) in req.raw.chunks(nf).zip(scaled.chunks_mut(nf)) {
                             m.serving.scale_row(r, s);
                         }
                         let streamed = m.serving.predict(&scaled, 1).unwrap()[0].days;
@@ -247,16 +249,17 @@ fn check(
                     kind: MaintenanceKind::Repair,
                     note: String::new(),
                 };
-                let got = store.apply_event(&e);
+                let got = pipeline.on_event(&e, 0).reset;
                 prop_assert_eq!(got, offline[*machine].event(ts), "msg {}: event", k);
                 *machine
             }
             Msg::Checkpoint { machine } => {
                 let id = format!("m{machine}");
+                let store = pipeline.store();
                 if let Some(w) = store.get(&id) {
-                    let bytes = checkpoint::encode(store.features(), w, 0);
-                    let (back, _) = checkpoint::decode(&store, &bytes).expect("same layout");
-                    store.insert(id, back);
+                    let bytes = checkpoint::encode(store.features(), w, k as i64 + 1);
+                    let (back, next) = checkpoint::decode(store, &bytes).expect("same layout");
+                    pipeline.restore(id, back, next);
                 }
                 *machine
             }
@@ -264,7 +267,7 @@ fn check(
         // Whatever the message, the machine's window equals the offline one.
         let id = format!("m{machine}");
         let offline_rows = offline[machine].rows_since_reset();
-        let Some(w) = store.get(&id) else {
+        let Some(w) = pipeline.store().get(&id) else {
             prop_assert_eq!(offline_rows, 0);
             continue;
         };
