@@ -6,6 +6,9 @@
 //! a maintenance event that arrives after rows later than it must refill those rows from scratch,
 //! as training sees them; and a retrained model brings its own scaler, while hot reload must not
 //! lose the windows, so scaling happens when a window is handed to the model.
+//!
+//! Over 400 lines because about half are the unit tests of the ring's rules (arrival, fill across
+//! evictions and late maintenance, padding, stride).
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -17,8 +17,8 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use maintcast_ingest::batch::Batcher;
 use maintcast_ingest::model::Model;
-use maintcast_ingest::serving::{ServingModel, parse_device};
 use maintcast_ingest::pipeline::Pipeline;
+use maintcast_ingest::serving::{ServingModel, parse_device};
 use maintcast_ingest::window::WindowStore;
 use maintcast_models::config::Config;
 use maintcast_models::dataset::{self, WindowSpec};
@@ -393,7 +393,10 @@ fn stream(
         let tick = fleet.step();
         step += 1;
         for e in &tick.events {
-            pipeline.on_event(&output::maintenance_event(&machines[e.machine as usize], e), 0);
+            pipeline.on_event(
+                &output::maintenance_event(&machines[e.machine as usize], e),
+                0,
+            );
         }
         for r in &tick.readings {
             rows += 1;
