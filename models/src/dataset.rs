@@ -12,11 +12,15 @@
 //! that matter most) are always used. A segment shorter than `window` but with at least `min_rows`
 //! rows still yields windows, each left-padded with the segment's first row, ending every `step`
 //! rows down to `min_rows` rows.
+//!
+//! Rows are filled, padded and scaled by the data path (`crate::prep`), segment by segment from
+//! its first row, exactly as the ingest service prepares a machine's rows after a maintenance.
 
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 
 use crate::error::{ModelError, Result};
 use crate::history::{DAY_MS, MachineHistory};
+use crate::prep;
 use crate::scaler::Scaler;
 
 #[derive(Clone, Copy, Debug)]
@@ -129,48 +133,51 @@ pub fn split_machines(n: usize, val_fraction: f64, seed: u64) -> (Vec<usize>, Ve
     (idx, val)
 }
 
-/// Raw feature rows of the labelled segments of `machines`, for fitting the scaler.
+/// Raw feature rows (missing values NaN) of the labelled segments of `machines`, for fitting the
+/// scaler, which learns from the values that were received.
 pub fn training_rows(machines: &[&MachineHistory], features: &[String]) -> Result<Vec<f32>> {
     let mut out = Vec::new();
     for m in machines {
         let cols = m.columns(features)?;
         for (a, b) in labelled_segments(m) {
-            for r in a..b {
-                let row = m.row(r);
-                out.extend(cols.iter().map(|&c| row[c]));
-            }
+            out.extend(raw_rows(m, &cols, (a, b)));
         }
     }
     Ok(out)
 }
 
-/// Scaled feature rows `[start, end)` of one machine, row-major.
-fn scaled_rows(
-    m: &MachineHistory,
-    cols: &[usize],
-    scaler: &Scaler,
-    (start, end): (usize, usize),
-) -> Vec<f32> {
-    let nf = cols.len();
-    let mut raw = vec![0.0; nf];
-    let mut out = vec![0.0; (end - start) * nf];
+/// Rows `[start, end)` of one machine in feature order, as received.
+fn raw_rows(m: &MachineHistory, cols: &[usize], (start, end): (usize, usize)) -> Vec<f32> {
+    let mut out = Vec::with_capacity((end - start) * cols.len());
     for r in start..end {
         let row = m.row(r);
-        for (v, &c) in raw.iter_mut().zip(cols) {
-            *v = row[c];
-        }
-        scaler.transform_row(&raw, &mut out[(r - start) * nf..(r - start + 1) * nf]);
+        out.extend(cols.iter().map(|&c| row[c]));
     }
     out
 }
 
+/// Rows `[start, end)` of one machine filled and scaled; `start` must begin a segment (the first
+/// row or the first after an event), where the fill starts afresh.
+fn prepared_rows(
+    m: &MachineHistory,
+    cols: &[usize],
+    scaler: &Scaler,
+    seg: (usize, usize),
+) -> Vec<f32> {
+    let filled = prep::fill_rows(&raw_rows(m, cols, seg), &prep::neutral(scaler));
+    let mut out = vec![0.0; filled.len()];
+    prep::scale_window(scaler, &prep::Columns::Same, &filled, &mut out);
+    out
+}
+
 /// Appends the window of `window` rows ending before row `end` of `rows` (row-major, `nf` wide),
-/// left-padding with row 0 where the history is shorter.
+/// left-padded with row 0 where the history is shorter.
 fn push_window(rows: &[f32], nf: usize, end: usize, window: usize, out: &mut Vec<f32>) {
-    for k in 0..window {
-        let r = (end + k).saturating_sub(window);
-        out.extend_from_slice(&rows[r * nf..(r + 1) * nf]);
-    }
+    let real = end.min(window);
+    let at = out.len();
+    out.resize(at + window * nf, 0.0);
+    out[at + (window - real) * nf..].copy_from_slice(&rows[(end - real) * nf..end * nf]);
+    prep::pad_left(&mut out[at..], nf, real);
 }
 
 /// Labelled windows of `machines` (see the module doc for which windows).
@@ -205,7 +212,7 @@ pub fn training_windows(
             if len < shortest {
                 continue;
             }
-            let rows = scaled_rows(m, &cols, scaler, seg);
+            let rows = prepared_rows(m, &cols, scaler, seg);
             let mut end = len;
             while end >= shortest {
                 push_window(&rows, nf, end, spec.window, &mut out.x);
@@ -221,8 +228,27 @@ pub fn training_windows(
     Ok(out)
 }
 
-/// The newest window of a machine's current segment (rows after its last event), left-padded with
-/// the segment's first row; `None` when that segment has fewer than `min_rows` rows.
+/// The newest window of a machine's current segment (rows after its last event), filled but not
+/// scaled, left-padded with the segment's first row, and how many real rows it holds; `None` when
+/// that segment has fewer than `min_rows` rows. What the ingest service holds for the machine.
+pub fn current_window(
+    m: &MachineHistory,
+    features: &[String],
+    neutral: &[f32],
+    window: usize,
+    min_rows: usize,
+) -> Result<Option<(Vec<f32>, usize)>> {
+    let (a, b) = current_segment(m);
+    if b - a < min_rows.max(1) {
+        return Ok(None);
+    }
+    let cols = m.columns(features)?;
+    // The whole segment is filled: a gap in the window takes a value from before it.
+    let filled = prep::fill_rows(&raw_rows(m, &cols, (a, b)), neutral);
+    Ok(Some(prep::newest_window(&filled, features.len(), window)))
+}
+
+/// [`current_window`] scaled: what the network is given for the machine now.
 pub fn last_window(
     m: &MachineHistory,
     features: &[String],
@@ -230,15 +256,12 @@ pub fn last_window(
     window: usize,
     min_rows: usize,
 ) -> Result<Option<Vec<f32>>> {
-    let (a, b) = current_segment(m);
-    if b - a < min_rows.max(1) {
+    let Some((raw, _)) = current_window(m, features, &prep::neutral(scaler), window, min_rows)?
+    else {
         return Ok(None);
-    }
-    let cols = m.columns(features)?;
-    let start = b.saturating_sub(window).max(a);
-    let rows = scaled_rows(m, &cols, scaler, (start, b));
-    let mut out = Vec::with_capacity(window * features.len());
-    push_window(&rows, features.len(), b - start, window, &mut out);
+    };
+    let mut out = vec![0.0; raw.len()];
+    prep::scale_window(scaler, &prep::Columns::Same, &raw, &mut out);
     Ok(Some(out))
 }
 
@@ -359,6 +382,26 @@ mod tests {
         };
         let w = training_windows(&[&m], &f, &s, spec, 9.0).unwrap();
         assert_eq!(w.get(0), [0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0]);
+    }
+
+    #[test]
+    fn gaps_are_filled_per_segment_from_the_last_good_value_else_neutral() {
+        // idx: 0, NaN, 2 | event | NaN, 4 ; neutral of the identity min-max scaler is 0.5
+        let mut m = machine(5, &[2]);
+        m.values[2] = f32::NAN;
+        m.values[6] = f32::NAN;
+        let spec = WindowSpec {
+            window: 3,
+            step: 1,
+            min_rows: 1,
+        };
+        let w = training_windows(&[&m], &["idx".into()], &identity(), spec, 100.0).unwrap();
+        assert_eq!(w.get(0), [0.0, 0.0, 2.0]);
+        let w = last_window(&m, &["idx".to_string()], &identity(), 3, 1)
+            .unwrap()
+            .unwrap();
+        // the gap after the event does not take the 2 from before it
+        assert_eq!(w, [0.5, 0.5, 4.0]);
     }
 
     #[test]

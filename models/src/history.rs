@@ -6,12 +6,12 @@
 //! - `machine_id` (required): the machine the row belongs to;
 //! - `ts` (required): RFC 3339 (`2026-11-29T06:00:00Z`) or integer epoch milliseconds;
 //! - `machine_type`, `site` (optional): taken from a machine's first row;
-//! - every other column is a sensor, one number per cell. An empty or non-numeric cell is filled
-//!   from the machine's previous row (a machine's leading gaps from its first good value), as the
-//!   streaming path fills gaps; a sensor with no value at all for a machine is an error.
+//! - every other column is a sensor, one number per cell. An empty, non-numeric or non-finite cell
+//!   is kept as missing (NaN): histories hold rows as they were received, and the data path
+//!   (`crate::prep`) fills gaps when it builds windows, with the rule the ingest service applies.
 //!
 //! Rows may come in any order; each machine's rows are sorted by `ts` and a repeated `ts` keeps the
-//! first row, as ingest ignores duplicates.
+//! first row (the arrival rule of `crate::prep` applied to rows read whole).
 //!
 //! Maintenance events live in a second CSV file with header `machine_id,ts,kind,note` (`kind` and
 //! `note` optional and unused for training: every event resets the machine). When `--data` names a
@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::error::{ModelError, Result};
+use crate::prep::{self, Arrival};
 
 pub const DAY_MS: i64 = 86_400_000;
 
@@ -44,13 +45,36 @@ pub struct MachineHistory {
     /// Epoch milliseconds, strictly increasing.
     pub ts: Vec<i64>,
     pub sensors: Vec<String>,
-    /// Row-major `ts.len() x sensors.len()`.
+    /// Row-major `ts.len() x sensors.len()`, as received: NaN where a value was missing or not
+    /// finite (the data path fills it when it builds windows).
     pub values: Vec<f32>,
     /// Maintenance event times, epoch ms, sorted.
     pub events: Vec<i64>,
 }
 
 impl MachineHistory {
+    /// Offers a row as a stream receives it, through the arrival rule ([`prep::arrival`]):
+    /// accepted rows are appended, duplicates and late rows are not. `values` are in `sensors`
+    /// order. What the ingest service holds of a machine, built offline.
+    pub fn offer_row(&mut self, ts: i64, values: &[f32]) -> Arrival {
+        let a = prep::arrival(self.ts.last().copied(), self.events.last().copied(), ts);
+        if a == Arrival::Accept {
+            self.ts.push(ts);
+            self.values.extend_from_slice(values);
+        }
+        a
+    }
+
+    /// Offers a maintenance event as a stream receives it: applied (recorded) unless it is at or
+    /// before the last applied one ([`prep::event_applies`]).
+    pub fn offer_event(&mut self, ts: i64) -> bool {
+        let applies = prep::event_applies(self.events.last().copied(), ts);
+        if applies {
+            self.events.push(ts);
+        }
+        applies
+    }
+
     pub fn n_rows(&self) -> usize {
         self.ts.len()
     }
@@ -196,47 +220,21 @@ pub fn read_csv_from<R: std::io::Read>(reader: R, origin: &str) -> Result<Histor
     }
     let mut out = Vec::with_capacity(machines.len());
     for (machine_id, mut b) in machines {
+        // A stable sort, so the first of rows sharing a ts is the one the arrival rule keeps.
         b.rows.sort_by_key(|r| r.0);
-        b.rows.dedup_by_key(|r| r.0);
         let mut m = MachineHistory {
             machine_id,
             machine_type: b.machine_type,
             site: b.site,
-            ts: b.rows.iter().map(|r| r.0).collect(),
             sensors: sensors.clone(),
-            values: b.rows.into_iter().flat_map(|r| r.1).collect(),
-            events: Vec::new(),
+            ..Default::default()
         };
-        fill_gaps(&mut m)?;
+        for (ts, values) in &b.rows {
+            m.offer_row(*ts, values);
+        }
         out.push(m);
     }
     Ok(History { machines: out })
-}
-
-/// Forward-fills NaNs per sensor; leading NaNs take the first good value.
-fn fill_gaps(m: &mut MachineHistory) -> Result<()> {
-    let n = m.sensors.len();
-    for c in 0..n {
-        let first = (0..m.n_rows())
-            .map(|r| m.values[r * n + c])
-            .find(|v| !v.is_nan())
-            .ok_or_else(|| {
-                ModelError::Data(format!(
-                    "machine {} has no value at all for sensor {}",
-                    m.machine_id, m.sensors[c]
-                ))
-            })?;
-        let mut last = first;
-        for r in 0..m.n_rows() {
-            let v = &mut m.values[r * n + c];
-            if v.is_nan() {
-                *v = last;
-            } else {
-                last = *v;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Adds events (`machine_id,ts[,kind][,note]`) to the machines they name; events of unknown
@@ -395,8 +393,12 @@ mod tests {
         assert_eq!(m1.machine_type.as_deref(), Some("lathe"));
         assert_eq!(m1.sensors, ["temp", "vib"]);
         assert_eq!(m1.ts, [1000, 2000, 3000]);
-        // leading gap takes the first good value, later gaps the previous one; duplicate ts dropped
-        assert_eq!(m1.values, [5.0, 7.0, 5.0, 7.0, 6.0, 8.0]);
+        // gaps stay missing (the data path fills them); a repeated ts keeps the first row
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&m1.values),
+            bits(&[f32::NAN, 7.0, 5.0, f32::NAN, 6.0, 8.0])
+        );
         assert_eq!(h.machines[1].ts, [1_767_225_600_000]);
     }
 
@@ -406,8 +408,25 @@ mod tests {
         assert!(e.to_string().contains("machine_id"), "{e}");
         let e = read_csv_from("machine_id,ts,a\nx,yesterday,2\n".as_bytes(), "f.csv").unwrap_err();
         assert!(e.to_string().contains("row 1"), "{e}");
-        let e = read_csv_from("machine_id,ts,a\nx,1,\n".as_bytes(), "f.csv").unwrap_err();
-        assert!(e.to_string().contains("no value at all"), "{e}");
+    }
+
+    #[test]
+    fn offered_rows_and_events_follow_the_arrival_rule() {
+        let mut m = MachineHistory {
+            sensors: vec!["a".into()],
+            ..Default::default()
+        };
+        assert_eq!(m.offer_row(10, &[1.0]), Arrival::Accept);
+        assert_eq!(m.offer_row(10, &[2.0]), Arrival::Duplicate);
+        assert_eq!(m.offer_row(5, &[3.0]), Arrival::Late);
+        assert!(m.offer_event(8));
+        assert!(!m.offer_event(7), "stale event");
+        assert_eq!(m.offer_row(8, &[4.0]), Arrival::Late);
+        assert_eq!(m.offer_row(12, &[5.0]), Arrival::Accept);
+        assert_eq!(
+            (m.ts, m.values, m.events),
+            (vec![10, 12], vec![1.0, 5.0], vec![8])
+        );
     }
 
     #[test]

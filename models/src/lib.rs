@@ -1,6 +1,6 @@
 //! maintcast's models: the LSTM forecaster (Candle network, fused CPU inference and training
-//! kernels), its data path (history, windows, scalers), optimizers, metrics, the model artifact
-//! and the registry.
+//! kernels), its data path (`prep`: columns, arrival, fill, padding, scaling; histories, windows,
+//! scalers), optimizers, metrics, the model artifact and the registry.
 
 /// Defines `fn $name(args)` that runs `$body(args)` compiled for AVX2 + FMA when the CPU has them,
 /// so the kernels' loops vectorise 8 lanes wide without building the crate for a newer baseline,
@@ -43,6 +43,7 @@ pub mod history;
 pub mod metrics;
 pub mod optim;
 pub mod pipeline;
+pub mod prep;
 pub mod registry;
 pub mod scaler;
 pub mod train;

@@ -74,11 +74,12 @@ pub fn train_model(
     let val_m: Vec<&MachineHistory> = va_idx.iter().map(|&i| &history.machines[i]).collect();
     let features = choose_features(cfg, history, &train_m)?;
     let rows = dataset::training_rows(&train_m, &features)?;
-    let scaler = Scaler::fit(d.scaler, &rows, features.len()).map_err(|_| {
-        ModelError::Data(
+    if rows.is_empty() {
+        return Err(ModelError::Data(
             "the training machines have no labelled rows (no maintenance events?)".into(),
-        )
-    })?;
+        ));
+    }
+    let scaler = Scaler::fit(d.scaler, &rows, features.len())?;
     let spec = WindowSpec {
         window: d.window,
         step: d.step,

@@ -24,8 +24,9 @@ pub struct Scaler {
 }
 
 impl Scaler {
-    /// Fits on row-major `rows` of `n_features` columns. Accumulates in f64 so that long histories
-    /// of large readings do not lose the variance to rounding.
+    /// Fits on row-major `rows` of `n_features` columns, from their finite values: missing readings
+    /// (NaN) are filled only after the scaler exists, from its centre. Accumulates in f64 so that
+    /// long histories of large readings do not lose the variance to rounding.
     pub fn fit(kind: ScalerKind, rows: &[f32], n_features: usize) -> Result<Self> {
         if n_features == 0 || rows.is_empty() || !rows.len().is_multiple_of(n_features) {
             return Err(ModelError::Data(format!(
@@ -33,11 +34,21 @@ impl Scaler {
                 rows.len()
             )));
         }
-        let n = rows.len() / n_features;
         let mut offset = Vec::with_capacity(n_features);
         let mut scale = Vec::with_capacity(n_features);
         for f in 0..n_features {
-            let col = rows.iter().skip(f).step_by(n_features).map(|&v| v as f64);
+            let col = rows
+                .iter()
+                .skip(f)
+                .step_by(n_features)
+                .filter(|v| v.is_finite())
+                .map(|&v| v as f64);
+            let n = col.clone().count();
+            if n == 0 {
+                return Err(ModelError::Data(format!(
+                    "cannot fit a scaler: feature {f} has no finite value"
+                )));
+            }
             let (o, s) = match kind {
                 ScalerKind::MinMax => {
                     let (lo, hi) = col.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
@@ -125,6 +136,19 @@ mod tests {
         let mut out = [1.0];
         s.transform_row(&[3.0], &mut out);
         assert_eq!(out[0], 0.0);
+    }
+
+    #[test]
+    fn missing_values_are_left_out_of_the_fit() {
+        let rows = [1.0, f32::NAN, 3.0, 2.0, f32::NAN, 4.0];
+        let s = Scaler::fit(ScalerKind::MinMax, &rows, 2).unwrap();
+        assert_eq!(
+            (s.offset.clone(), s.scale.clone()),
+            (vec![1.0, 2.0], vec![2.0, 2.0])
+        );
+        let z = Scaler::fit(ScalerKind::ZScore, &rows, 2).unwrap();
+        assert_eq!((z.offset[0], z.scale[0]), (2.0, 1.0));
+        assert!(Scaler::fit(ScalerKind::MinMax, &[f32::NAN, 1.0], 2).is_err());
     }
 
     #[test]

@@ -33,6 +33,7 @@ fn make_default_model(registry_dir: &Path, name: &str) -> anyhow::Result<()> {
     let spec = RandomModel {
         features: features(),
         window: WINDOW,
+        min_rows: WINDOW,
         hidden: vec![64, 64],
         offset: vec![0.0; N_FEATURES],
         scale: vec![10.0; N_FEATURES],

@@ -4,6 +4,7 @@
 
 pub mod fleet;
 pub mod ingest;
+pub mod offline;
 pub mod stream;
 
 use std::collections::HashMap;

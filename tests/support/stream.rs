@@ -11,6 +11,7 @@ use candle_nn::{VarBuilder, VarMap};
 use maintcast_common::points;
 use maintcast_models::metrics::IntervalSpec;
 use maintcast_models::network::{ArchConfig, Network};
+use maintcast_models::prep::Arrival;
 use maintcast_models::scaler::{Scaler, ScalerKind};
 use maintcast_models::{Forecaster, ModelCard, TargetSpec, artifact, registry};
 use maintcast_proto::{Forecast, Telemetry};
@@ -21,6 +22,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::influx;
+use crate::offline::{OfflineMachine, forecast};
 
 pub const FEATURES: [&str; 3] = ["temp", "vibration", "pressure"];
 pub const WINDOW: usize = 10;
@@ -51,6 +53,7 @@ pub fn publish_model_ordered(
     let spec = RandomModel {
         features: order.iter().map(|s| s.to_string()).collect(),
         window: WINDOW,
+        min_rows: WINDOW,
         hidden: vec![8],
         offset,
         scale,
@@ -63,6 +66,9 @@ pub fn publish_model_ordered(
 pub struct RandomModel {
     pub features: Vec<String>,
     pub window: usize,
+    /// Rows a machine needs since its last maintenance before its first forecast; fewer than
+    /// `window` means short histories are left-padded.
+    pub min_rows: usize,
     pub hidden: Vec<usize>,
     /// Min-max scaler: `(raw - offset) / scale` per feature.
     pub offset: Vec<f32>,
@@ -91,7 +97,7 @@ pub fn publish_random_model(
         version: String::new(),
         features: spec.features,
         window: spec.window,
-        min_rows: spec.window,
+        min_rows: spec.min_rows,
         target: TargetSpec {
             name: "days_to_maintenance".into(),
             cap: 100.0,
@@ -138,7 +144,7 @@ fn sensor_row(machine: usize, i: usize) -> Vec<f64> {
     ]
 }
 
-/// One row as the service should see it after filling: (ts, raw values in feature order).
+/// One row as sent: (ts, values in [`FEATURES`] order, NaN where missing).
 pub type Row = (i64, Vec<f32>);
 
 pub struct Fleet {
@@ -202,8 +208,8 @@ pub async fn produce_to(
         .expect("produce");
 }
 
-/// Sends rows `rows` of every machine, mixing JSON and Protobuf, with one NaN value (filled from
-/// the last good one) and one duplicate row (ignored).
+/// Sends rows `rows` of every machine, mixing JSON and Protobuf, with one NaN value (filled by the
+/// data path) and one duplicate row (ignored).
 pub async fn send_fleet(
     producer: &FutureProducer,
     topic: &str,
@@ -241,15 +247,7 @@ pub async fn send_fleet(
                 let ct = Some("application/json");
                 produce_to(producer, topic, partition, id, &t.to_json(), ct).await;
             }
-            let mut filled: Vec<f32> = values.iter().map(|&v| v as f32).collect();
-            if let Some((_, prev)) = expected.last() {
-                for (f, p) in filled.iter_mut().zip(prev) {
-                    if !f.is_finite() {
-                        *f = *p;
-                    }
-                }
-            }
-            expected.push((ts, filled));
+            expected.push((ts, values.iter().map(|&v| v as f32).collect()));
         }
     }
 }
@@ -261,8 +259,8 @@ pub struct Expected {
     pub version: String,
 }
 
-/// The forecast of every full window whose last row index is in `rows`, for every machine,
-/// computed offline by `version` of `name`.
+/// The forecast of every window due whose last row index is in `rows`, for every machine,
+/// computed offline by `version` of `name` through the models data path.
 pub fn offline_forecasts_by(
     registry_dir: &Path,
     name: &str,
@@ -271,33 +269,31 @@ pub fn offline_forecasts_by(
     rows: std::ops::Range<usize>,
 ) -> HashMap<(String, i64), Expected> {
     let f = Forecaster::load(&registry_dir.join(name).join(version), &Device::Cpu).unwrap();
-    let nf = FEATURES.len();
-    // Fleet rows are in FEATURES order; the model reads its own.
-    let columns: Vec<usize> = f
-        .features()
-        .iter()
-        .map(|name| FEATURES.iter().position(|g| g == name).unwrap())
-        .collect();
-    let mut ordered = vec![0.0f32; nf];
+    let card = f.card();
     let mut out = HashMap::new();
     for (id, machine_rows) in &fleet.rows {
-        for end in WINDOW..=machine_rows.len() {
-            if !rows.contains(&(end - 1)) {
+        let mut m = OfflineMachine::new(id, &card.features);
+        for (i, (ts, values)) in machine_rows.iter().enumerate() {
+            let t = Telemetry {
+                machine_id: id.clone(),
+                ts_ms: *ts,
+                sensors: FEATURES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .zip(values.iter().map(|&v| v as f64))
+                    .collect(),
+                machine_type: None,
+                site: None,
+            };
+            if m.row(&t) != Arrival::Accept || !rows.contains(&i) || !m.due(card.min_rows, 1) {
                 continue;
             }
-            let mut scaled = vec![0.0f32; WINDOW * nf];
-            for (r, (_, raw)) in machine_rows[end - WINDOW..end].iter().enumerate() {
-                for (dst, &j) in ordered.iter_mut().zip(&columns) {
-                    *dst = raw[j];
-                }
-                f.scale_row(&ordered, &mut scaled[r * nf..(r + 1) * nf]);
-            }
-            let p = f.predict(&scaled, 1).unwrap();
+            let (window, _) = m.window(card).expect("due windows have min_rows rows");
             let expected = Expected {
-                days: p[0].days,
+                days: forecast(&f, &window),
                 version: version.to_string(),
             };
-            out.insert((id.clone(), machine_rows[end - 1].0), expected);
+            out.insert((id.clone(), *ts), expected);
         }
     }
     out

@@ -36,14 +36,7 @@ impl ServingModel {
             "model at {} has no features or window",
             dir.display()
         );
-        // The raw value that scales to the training centre: 0.5 of the range (min-max) or the
-        // mean (z-score).
-        let centre = match card.scaler.kind {
-            maintcast_models::scaler::ScalerKind::MinMax => 0.5,
-            maintcast_models::scaler::ScalerKind::ZScore => 0.0,
-        };
-        let mut neutral = vec![0.0; n];
-        card.scaler.inverse_row(&vec![centre; n], &mut neutral);
+        let neutral = maintcast_models::prep::neutral(&card.scaler);
         Ok(ServingModel {
             version: card.version.clone(),
             forecaster,

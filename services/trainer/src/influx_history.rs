@@ -5,8 +5,9 @@
 //! Telemetry is read in time pages so that no single response holds the whole history: only the
 //! assembled rows (which training needs anyway) grow with its length. Each page is a plain
 //! long-format query (one record per field value) rather than a `pivot()`, so a sensor that is
-//! missing from some rows shows up as a gap that is forward-filled here, the way the streaming
-//! path fills it.
+//! missing from some rows shows up as a gap (NaN). Gaps are kept: the data path
+//! (`maintcast_models::prep`) fills them when it builds windows, with the rule the ingest service
+//! applies to the same rows.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -130,9 +131,10 @@ pub async fn read_history(client: &influxdb2::Client, q: &HistoryQuery) -> Resul
         start = stop;
     }
     let events = read_events(client, q, until).await?;
+    let sensors = sensor_names(&machines);
     let mut out = Vec::with_capacity(machines.len());
     for (id, acc) in machines {
-        let mut m = assemble(id, acc);
+        let mut m = assemble(id, acc, &sensors);
         if let Some(ev) = events.get(&m.machine_id) {
             m.events = ev.clone();
         }
@@ -205,47 +207,45 @@ async fn read_events(
     Ok(out)
 }
 
-/// Sorts sensors by name, forward-fills gaps (leading ones from the first value) and drops a
-/// sensor this machine never reported.
-fn assemble(machine_id: String, acc: Acc) -> MachineHistory {
-    let mut order: Vec<usize> = (0..acc.sensors.len()).collect();
-    order.sort_by(|&a, &b| acc.sensors[a].cmp(&acc.sensors[b]));
-    let n = acc.rows.len();
-    let ts: Vec<i64> = acc.rows.keys().copied().collect();
-    let mut kept = Vec::new();
-    let mut columns: Vec<Vec<f32>> = Vec::new();
-    for &c in &order {
-        let raw: Vec<f32> = acc
-            .rows
-            .values()
-            .map(|r| r.get(c).copied().unwrap_or(f32::NAN))
-            .collect();
-        let Some(first) = raw.iter().copied().find(|v| !v.is_nan()) else {
-            continue;
-        };
-        let mut last = first;
-        let filled = raw
-            .into_iter()
-            .map(|v| {
-                if !v.is_nan() {
-                    last = v;
-                }
-                last
-            })
-            .collect();
-        kept.push(acc.sensors[c].clone());
-        columns.push(filled);
-    }
-    let mut values = Vec::with_capacity(n * kept.len());
-    for r in 0..n {
-        values.extend(columns.iter().map(|col| col[r]));
+/// Every sensor any machine reported, sorted by name: each machine gets all of them, so one
+/// that never reported a sensor reads it as missing (filled with the neutral value, as the ingest
+/// service fills it) rather than being left out of training.
+fn sensor_names(machines: &BTreeMap<String, Acc>) -> Vec<String> {
+    let mut names: Vec<String> = machines
+        .values()
+        .flat_map(|a| {
+            a.sensors
+                .iter()
+                .enumerate()
+                .filter(|&(c, _)| {
+                    a.rows
+                        .values()
+                        .any(|r| r.get(c).is_some_and(|v| !v.is_nan()))
+                })
+                .map(|(_, s)| s.clone())
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// One machine's rows in `sensors` order, NaN where a value is missing.
+fn assemble(machine_id: String, acc: Acc, sensors: &[String]) -> MachineHistory {
+    let cols: Vec<Option<usize>> = sensors.iter().map(|s| acc.index.get(s).copied()).collect();
+    let mut values = Vec::with_capacity(acc.rows.len() * sensors.len());
+    for row in acc.rows.values() {
+        values.extend(
+            cols.iter()
+                .map(|c| c.and_then(|c| row.get(c).copied()).unwrap_or(f32::NAN)),
+        );
     }
     MachineHistory {
         machine_id,
         machine_type: acc.machine_type,
         site: acc.site,
-        ts,
-        sensors: kept,
+        ts: acc.rows.keys().copied().collect(),
+        sensors: sensors.to_vec(),
         values,
         events: Vec::new(),
     }
@@ -311,20 +311,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn assemble_sorts_sensors_fills_gaps_and_drops_silent_sensors() {
+    fn assemble_sorts_sensors_keeps_gaps_and_drops_silent_sensors() {
         let mut acc = Acc::default();
         acc.set(2000, "vib", 2.0);
         acc.set(1000, "temp", 10.0);
         acc.set(3000, "temp", 30.0);
         acc.set(3000, "vib", 3.0);
-        // a sensor that only ever sent NaN is dropped
+        // a sensor that never sent a value is no sensor
         acc.index.insert("dead".into(), 2);
         acc.sensors.push("dead".into());
-        let m = assemble("m".into(), acc);
+        let mut other = Acc::default();
+        other.set(1000, "oil", 1.0);
+        let machines: BTreeMap<String, Acc> = [("m".to_string(), acc), ("n".to_string(), other)]
+            .into_iter()
+            .collect();
+        let sensors = sensor_names(&machines);
+        assert_eq!(sensors, ["oil", "temp", "vib"]);
+        let mut it = machines.into_iter();
+        let (id, acc) = it.next().unwrap();
+        let m = assemble(id, acc, &sensors);
         assert_eq!(m.ts, [1000, 2000, 3000]);
-        assert_eq!(m.sensors, ["temp", "vib"]);
-        // temp: 10, (10), 30; vib: (2), 2, 3
-        assert_eq!(m.values, [10.0, 2.0, 10.0, 2.0, 30.0, 3.0]);
+        assert_eq!(m.sensors, ["oil", "temp", "vib"]);
+        // gaps stay missing (the data path fills them); `oil` was never reported by this machine
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let nan = f32::NAN;
+        assert_eq!(
+            bits(&m.values),
+            bits(&[nan, 10.0, nan, nan, nan, 2.0, nan, 30.0, 3.0])
+        );
     }
 
     #[test]

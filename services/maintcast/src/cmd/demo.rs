@@ -1,7 +1,8 @@
 //! `maintcast demo`: the whole idea with no servers. A simulated fleet's history trains a model (or
-//! the shipped one is loaded), then live telemetry streams through the ingest service's own window
-//! store, micro-batcher and model wrapper, with an in-process source (the simulator) and sink (a
-//! line-protocol file) in place of Kafka and InfluxDB.
+//! the shipped one is loaded), then live telemetry streams through the ingest service's own
+//! pipeline (`maintcast_ingest::pipeline`: window store, forecast schedule), micro-batcher and
+//! model wrapper, with an in-process source (the simulator) and sink (a line-protocol file) in
+//! place of Kafka and InfluxDB.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -17,13 +18,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use maintcast_common::points;
 use maintcast_ingest::batch::Batcher;
 use maintcast_ingest::model::Model;
+use maintcast_ingest::pipeline::Pipeline;
 use maintcast_ingest::serving::ServingModel;
-use maintcast_ingest::window::{RowOutcome, WindowStore};
+use maintcast_ingest::window::WindowStore;
 use maintcast_models::config::Config;
 use maintcast_models::dataset::{self, WindowSpec};
 use maintcast_models::device::parse_device;
 use maintcast_models::history::{self, History, MachineHistory};
-use maintcast_models::{artifact, pipeline, registry};
+use maintcast_models::{artifact, pipeline, prep, registry};
 use maintcast_simulator::{EventKind, Fleet, FleetConfig, MachineInfo, Truth, output};
 
 #[derive(clap::Args)]
@@ -101,7 +103,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut fleet = Fleet::new(cfg.clone())?;
     let machines = fleet.machines().to_vec();
 
-    // 1. History, through the same CSV reader the trainer uses (it also fills dropped readings).
+    // 1. History, through the same CSV reader the trainer uses (dropped readings are filled by the
+    //    data path when windows are built, as the ingest window store fills them).
     let sim = fleet.run(cfg.steps_for_days(args.history_days));
     let tmp = tempfile::tempdir()?;
     let hist_dir = tmp.path().join("history");
@@ -320,14 +323,16 @@ fn stream(
         });
     }
     let (window, nf) = (model.window(), model.features().len());
-    let mut store = WindowStore::new(model.features().to_vec(), window, model.neutral_raw());
+    let store = WindowStore::new(model.features().to_vec(), window, model.neutral_raw());
+    // The ingest service's own pipeline (window update, forecast schedule, forecast requests);
+    // only the source (the simulator) and the sink (a file) differ.
+    let mut pipeline = Pipeline::new(store, model.min_rows(), 1);
     let mut batcher: Batcher<Pending> = Batcher::new(args.batch, Duration::from_millis(5));
     let file = std::fs::File::create(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let mut sink = BufWriter::new(file);
     let mut latest: HashMap<u32, Latest> = HashMap::new();
     let mut stats = Stats::default();
-    let mut raw = vec![0f32; window * nf];
     let live_steps = (args.live_days * 86_400_000.0 / interval_ms as f64).round() as usize;
     let tty = std::io::stdout().is_terminal();
     let stream_started = Instant::now();
@@ -389,27 +394,23 @@ fn stream(
         let tick = fleet.step();
         step += 1;
         for e in &tick.events {
-            store.apply_event(&output::maintenance_event(&machines[e.machine as usize], e));
+            pipeline.on_event(
+                &output::maintenance_event(&machines[e.machine as usize], e),
+                0,
+            );
         }
         for r in &tick.readings {
             rows += 1;
             let t = output::telemetry(&machines[r.machine as usize], r);
-            if !matches!(store.apply(&t), RowOutcome::Applied { .. }) {
+            let Some(req) = pipeline.on_telemetry(&t, 0, rows as i64).forecast else {
                 continue;
-            }
-            let w = store.get(&t.machine_id).expect("row just applied");
-            if !w.forecast_due(model.min_rows(), 1) {
-                continue;
-            }
-            let window_rows = w.snapshot(window, &mut raw);
+            };
             let mut x = vec![0f32; window * nf];
-            for (src, dst) in raw.chunks(nf).zip(x.chunks_mut(nf)) {
-                model.scale_row(src, dst);
-            }
+            prep::scale_window(&card.scaler, &prep::Columns::Same, &req.raw, &mut x);
             let p = Pending {
                 machine: r.machine,
                 ts_ms: r.ts_ms,
-                window_rows,
+                window_rows: req.window_rows,
                 truth: r.truth,
                 x,
             };
