@@ -9,141 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use maintcast_e2e::compose::{
+    self, environment, is_maintcast, load_compose, logical_lines, read, repo, services, strings,
+};
 use serde_norway::Value;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-fn read(rel: &str) -> String {
-    std::fs::read_to_string(repo().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
-
-/// `.env.example` as a map: the values a user starts from.
-fn env_example() -> BTreeMap<String, String> {
-    read(".env.example")
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let (k, v) = l
-                .split_once('=')
-                .unwrap_or_else(|| panic!(".env.example: bad line {l:?}"));
-            (k.to_string(), v.to_string())
-        })
-        .collect()
-}
-
-/// Compose's interpolation (`$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR:?error}`, `$$`), with the
-/// values of `.env.example`. A variable with neither a value there nor a default is an error.
-fn interpolate(text: &str, env: &BTreeMap<String, String>, errors: &mut Vec<String>) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        rest = &rest[i + 1..];
-        if let Some(r) = rest.strip_prefix('$') {
-            out.push('$');
-            rest = r;
-        } else if let Some(r) = rest.strip_prefix('{') {
-            let end = r.find('}').expect("unterminated ${ in compose file");
-            let expr = &r[..end];
-            rest = &r[end + 1..];
-            let (name, default) = if let Some((n, _)) = expr.split_once(":?") {
-                (n, None)
-            } else {
-                match expr.split_once(":-").or_else(|| expr.split_once('-')) {
-                    Some((n, d)) => (n, Some(d)),
-                    None => (expr, None),
-                }
-            };
-            match (env.get(name), default) {
-                (Some(v), _) => out.push_str(v),
-                (None, Some(d)) => out.push_str(d),
-                (None, None) => errors.push(format!(
-                    "${{{expr}}} has no default and is not in .env.example"
-                )),
-            }
-        } else {
-            let end = rest
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(rest.len());
-            let name = &rest[..end];
-            rest = &rest[end..];
-            match env.get(name) {
-                Some(v) => out.push_str(v),
-                None => errors.push(format!("${name} is not in .env.example")),
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-fn load_compose(rel: &str, errors: &mut Vec<String>) -> Value {
-    let text = interpolate(&read(rel), &env_example(), errors);
-    let mut v: Value =
-        serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{rel} is not valid YAML: {e}"));
-    v.apply_merge()
-        .unwrap_or_else(|e| panic!("{rel}: YAML merge keys: {e}"));
-    v
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    match v {
-        Value::Sequence(s) => s
-            .iter()
-            .filter_map(|x| x.as_str().map(str::to_string))
-            .collect(),
-        Value::String(s) => s.split_whitespace().map(str::to_string).collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// `environment:` as a map, whether written as a mapping or as a list of `K=V`.
-fn environment(service: &Value) -> BTreeMap<String, String> {
-    match &service["environment"] {
-        Value::Mapping(m) => m
-            .iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    Value::String(s) => s.clone(),
-                    Value::Null => String::new(),
-                    other => serde_norway::to_string(other).unwrap().trim().to_string(),
-                };
-                (k.as_str().unwrap().to_string(), v)
-            })
-            .collect(),
-        Value::Sequence(s) => s
-            .iter()
-            .filter_map(Value::as_str)
-            .map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                (k.to_string(), v.to_string())
-            })
-            .collect(),
-        _ => BTreeMap::new(),
-    }
-}
-
-fn services(compose: &Value) -> BTreeMap<String, Value> {
-    compose["services"]
-        .as_mapping()
-        .expect("services")
-        .iter()
-        .map(|(k, v)| (k.as_str().unwrap().to_string(), v.clone()))
-        .collect()
-}
-
-/// A service runs the maintcast image when it is built from deploy/docker/.
-fn is_maintcast(service: &Value) -> bool {
-    service["build"]["dockerfile"]
-        .as_str()
-        .is_some_and(|d| d.starts_with("deploy/docker/"))
-}
 
 // ---------------------------------------------------------------------------------------------
 // The binary's own flags
@@ -358,35 +227,11 @@ fn compose_maintcast_services_match_the_binary_flags() {
 }
 
 fn dockerfile_env(text: &str) -> Vec<String> {
-    logical_lines(text)
-        .iter()
-        .filter_map(|l| l.strip_prefix("ENV "))
-        .flat_map(|rest| {
-            rest.split_whitespace()
-                .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_string()))
-        })
+    compose::dockerfile_env(text)
+        .into_iter()
+        .map(|(k, _)| k)
         .filter(|k| k.starts_with("MAINTCAST_"))
         .collect()
-}
-
-/// Dockerfile/shell lines with `\` continuations joined.
-fn logical_lines(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    for line in text.lines() {
-        let t = line.trim();
-        if t.starts_with('#') && cur.is_empty() {
-            continue;
-        }
-        if let Some(head) = t.strip_suffix('\\') {
-            cur.push_str(head);
-            cur.push(' ');
-        } else {
-            cur.push_str(t);
-            out.push(std::mem::take(&mut cur));
-        }
-    }
-    out
 }
 
 /// Every `cargo <verb> ...` invocation in `text`, up to the end of its shell command.
