@@ -608,3 +608,148 @@ fn pipeline_dashboard_metrics_are_registered_by_ingest() {
         "pipeline-health.json charts metrics the ingest service does not register: {missing:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Prometheus: the alert rules, their unit tests, the version infra.sh builds
+
+/// `maintcast_*` metric names in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    expr.match_indices("maintcast_")
+        .filter(|(i, _)| {
+            *i == 0
+                || !expr[..*i]
+                    .chars()
+                    .last()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+        .map(|(i, _)| {
+            expr[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
+/// Whether the service sources register `name` (prometheus-client adds `_total` to counters and
+/// `_bucket`/`_sum`/`_count` to histograms; ingest registers under the `maintcast_ingest` prefix).
+fn registered(name: &str) -> bool {
+    static SOURCES: OnceLock<(String, String)> = OnceLock::new();
+    let (ingest, trainer) = SOURCES.get_or_init(|| {
+        let (mut i, mut t) = (String::new(), String::new());
+        collect_sources(&repo().join("services/ingest/src"), &mut i);
+        collect_sources(&repo().join("services/trainer/src"), &mut t);
+        (i, t)
+    });
+    let base = ["_total", "_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|s| name.strip_suffix(s))
+        .unwrap_or(name);
+    match base.strip_prefix("maintcast_ingest_") {
+        Some(short) => ingest.contains(&format!("\"{short}\"")),
+        None => trainer.contains(&format!("\"{base}\"")),
+    }
+}
+
+#[test]
+fn every_alert_rule_is_unit_tested_and_reads_registered_metrics() {
+    let rules: Value = serde_norway::from_str(&read("deploy/prometheus/alerts.yml")).unwrap();
+    let tests: Value = serde_norway::from_str(&read("deploy/prometheus/alerts.test.yml")).unwrap();
+    assert_eq!(strings(&tests["rule_files"]), ["alerts.yml"]);
+    // alertname -> (a case where it fires, a case where it stays quiet)
+    let mut cases: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+    for t in tests["tests"].as_sequence().unwrap() {
+        for a in t["alert_rule_test"].as_sequence().into_iter().flatten() {
+            let name = a["alertname"].as_str().unwrap().to_string();
+            let fires = a["exp_alerts"].as_sequence().is_some_and(|e| !e.is_empty());
+            let e = cases.entry(name).or_default();
+            if fires {
+                e.0 = true;
+            } else {
+                e.1 = true;
+            }
+        }
+    }
+    let mut errors = Vec::new();
+    let mut n = 0;
+    for g in rules["groups"].as_sequence().unwrap() {
+        for r in g["rules"].as_sequence().unwrap() {
+            let Some(alert) = r["alert"].as_str() else {
+                continue;
+            };
+            n += 1;
+            match cases.get(alert) {
+                Some((true, true)) => {}
+                other => errors.push(format!(
+                    "{alert}: alerts.test.yml must show it firing and quiet, has {other:?}"
+                )),
+            }
+            for m in metric_names(r["expr"].as_str().unwrap()) {
+                if !registered(&m) {
+                    errors.push(format!("{alert}: {m} is registered by no service"));
+                }
+            }
+            if r["annotations"]["summary"].as_str().is_none_or(str::is_empty) {
+                errors.push(format!("{alert}: no summary"));
+            }
+        }
+    }
+    assert!(n >= 9, "the pipeline's alerts");
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    // CI runs the unit tests.
+    let ci = read(".ci/run");
+    assert!(
+        ci.contains("promtool test rules deploy/prometheus/alerts.test.yml"),
+        ".ci/run runs promtool test rules"
+    );
+}
+
+#[test]
+fn compose_prometheus_loads_the_alerts_and_matches_the_version_ci_builds() {
+    let mut errors = Vec::new();
+    let base = load_compose("docker-compose.yml", &mut errors);
+    let prom = &services(&base)["prometheus"];
+    let config: Value = serde_norway::from_str(&read("deploy/prometheus/prometheus.yml")).unwrap();
+    let mounts: BTreeMap<String, String> = strings(&prom["volumes"])
+        .iter()
+        .filter_map(|v| {
+            let mut p = v.split(':');
+            Some((p.nth(1)?.to_string(), v.split(':').next()?.to_string()))
+        })
+        .collect();
+    let config_file = strings(&prom["command"])
+        .iter()
+        .find_map(|a| a.strip_prefix("--config.file=").map(str::to_string))
+        .expect("--config.file");
+    let config_dir = Path::new(&config_file).parent().unwrap();
+    for rule_file in strings(&config["rule_files"]) {
+        let in_container = config_dir.join(&rule_file);
+        let source = mounts.get(in_container.to_str().unwrap());
+        assert_eq!(
+            source.map(String::as_str),
+            Some("./deploy/prometheus/alerts.yml"),
+            "compose mounts {rule_file} where prometheus.yml reads it"
+        );
+    }
+    assert!(!strings(&config["rule_files"]).is_empty());
+    // infra.sh builds the release compose runs, from its Go module version (3.M.P = v0.3MM.P).
+    let image = prom["image"].as_str().unwrap();
+    let tag = image.rsplit_once(":v").unwrap().1;
+    let infra = read("deploy/infra.sh");
+    let pinned = |var: &str| {
+        infra
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{var}=${{MAINTCAST_{var}:-")))
+            .map(|v| v.trim_end_matches('}').to_string())
+            .unwrap_or_else(|| panic!("deploy/infra.sh pins {var}"))
+    };
+    assert_eq!(pinned("PROMETHEUS_VERSION"), tag, "{image}");
+    let mut v = tag.split('.').map(|x| x.parse::<u32>().unwrap());
+    let (major, minor, patch) = (v.next().unwrap(), v.next().unwrap(), v.next().unwrap());
+    assert_eq!(major, 3);
+    assert_eq!(
+        pinned("PROMETHEUS_MODULE_VERSION"),
+        format!("v0.{}.{patch}", 300 + minor)
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+}
