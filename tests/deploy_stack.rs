@@ -217,7 +217,9 @@ impl Stack {
             let matches = container == prefix
                 || container.starts_with(&format!("{}/", prefix.trim_end_matches('/')));
             if matches && best.as_ref().is_none_or(|(l, _)| prefix.len() > *l) {
-                best = Some((prefix.len(), local.join(container[prefix.len()..].trim_start_matches('/'))));
+                let rest = container[prefix.len()..].trim_start_matches('/');
+                let path = if rest.is_empty() { local } else { local.join(rest) };
+                best = Some((prefix.len(), path));
             }
         };
         for s in strings(&svc["secrets"]) {
@@ -564,13 +566,15 @@ async fn compose_services_run_as_processes_scraped_and_alerted_by_prometheus() {
         "deploy/grafana/dashboards/machine-detail.json",
     ] {
         let range = dashboard_range(dash);
-        for (what, measurement) in [("telemetry", "telemetry"), ("forecasts", "maintenance_forecast")] {
+        for (what, measurement, field) in [
+            ("telemetry", "telemetry", "bearing_temp_c"),
+            ("forecasts", "maintenance_forecast", "days_to_maintenance"),
+        ] {
             let per_machine = env
                 .query(&format!(
                     r#"from(bucket: "{}") |> range(start: {range})
-                       |> filter(fn: (r) => r._measurement == "{measurement}")
-                       |> keep(columns: ["machine_id", "_time"])
-                       |> group(columns: ["machine_id"]) |> count(column: "_time")"#,
+                       |> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "{field}")
+                       |> group(columns: ["machine_id"]) |> count()"#,
                     env.bucket
                 ))
                 .await;
