@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Installs, starts and stops the local Kafka (KRaft, single node) and InfluxDB 2 that maintcast's
-# tests and benchmarks talk to. There is no Docker engine on the development machines, so both run
-# as plain processes on loopback. Everything is built or fetched once into $MAINTCAST_CACHE.
+# Installs, starts and stops the local Kafka (KRaft, single node), InfluxDB 2 and Prometheus that
+# maintcast's tests and benchmarks talk to. There is no Docker engine on the development machines,
+# so all three run as plain processes on loopback. Everything is built or fetched once into
+# $MAINTCAST_CACHE.
 #
-#   deploy/infra.sh install     fetch Kafka's jars (Maven) and build influxd (Go module), once
-#   deploy/infra.sh start       install if needed, start both, wait until ready, onboard InfluxDB
-#   deploy/infra.sh stop        stop both
+#   deploy/infra.sh install     fetch Kafka's jars (Maven), build influxd, prometheus and promtool
+#                               (Go modules), once
+#   deploy/infra.sh start       install if needed, start all three, wait until ready, onboard InfluxDB
+#   deploy/infra.sh stop        stop all three
 #   deploy/infra.sh status      say what runs
-#   deploy/infra.sh wipe        stop both and delete their data directories
+#   deploy/infra.sh wipe        stop all three and delete their data directories
 #   deploy/infra.sh env         print the variables tests and services read (no secrets printed
 #                               unless MAINTCAST_PRINT_TOKEN=1; the token lives in a 0600 file)
+#   deploy/infra.sh promtool .. run the installed promtool (e.g. test rules deploy/prometheus/*.test.yml)
+#
+# Prometheus scrapes nothing of its own: a test drops scrape configs and rule files into
+# $MAINTCAST_PROMETHEUS_DROPIN (scrape-*.yml, rules-*.yml) and POSTs /-/reload.
 set -euo pipefail
 
 CACHE=${MAINTCAST_CACHE:-$HOME/.cache/maintcast}
@@ -21,12 +27,19 @@ KAFKA_CONTROLLER_PORT=${MAINTCAST_KAFKA_CONTROLLER_PORT:-19093}
 INFLUX_PORT=${MAINTCAST_INFLUX_PORT:-18086}
 INFLUX_ORG=${MAINTCAST_INFLUX_ORG:-maintcast}
 INFLUX_BUCKET=${MAINTCAST_INFLUX_BUCKET:-maintcast}
+# The release docker-compose.yml runs (prom/prometheus:v$PROMETHEUS_VERSION); Prometheus 3.x is
+# published as the Go module version v0.3MM.P (tests/deploy_compose.rs checks the three agree).
+PROMETHEUS_VERSION=${MAINTCAST_PROMETHEUS_VERSION:-3.5.0}
+PROMETHEUS_MODULE_VERSION=${MAINTCAST_PROMETHEUS_MODULE_VERSION:-v0.305.0}
+PROM_PORT=${MAINTCAST_PROMETHEUS_PORT:-19090}
 
 KAFKA_HOME=$CACHE/kafka-$KAFKA_VERSION
 INFLUX_HOME=$CACHE/influxdb-$INFLUXDB_VERSION
+PROM_HOME=$CACHE/prometheus-$PROMETHEUS_VERSION
 RUN=$CACHE/run
 DATA=$CACHE/data
 TOKEN_FILE=$RUN/influx-token
+PROM_DROPIN=$RUN/prometheus.d
 
 log() { printf '[infra] %s\n' "$*" >&2; }
 die() { printf '[infra] error: %s\n' "$*" >&2; exit 1; }
@@ -103,12 +116,35 @@ install_influxdb() {
   rm -rf "$src"
 }
 
+install_prometheus() {
+  [ -x "$PROM_HOME/prometheus" ] && [ -x "$PROM_HOME/promtool" ] && return 0
+  command -v go >/dev/null || die "go is required to build prometheus"
+  log "building prometheus and promtool $PROMETHEUS_VERSION from their Go module (one time, a few minutes)"
+  export GOPATH=$CACHE/gopath GOCACHE=$CACHE/gocache GOFLAGS=-buildvcs=false
+  local dir src
+  dir=$(go mod download -json "github.com/prometheus/prometheus@$PROMETHEUS_MODULE_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [ -d "$dir" ] || die "go mod download gave no source for prometheus $PROMETHEUS_MODULE_VERSION"
+  grep -qx "$PROMETHEUS_VERSION" "$dir/VERSION" || die "module $PROMETHEUS_MODULE_VERSION is not prometheus $PROMETHEUS_VERSION"
+  src=$CACHE/src/prometheus-$PROMETHEUS_VERSION
+  rm -rf "$src"; mkdir -p "$(dirname "$src")"; cp -r "$dir" "$src"; chmod -R u+w "$src"
+  # Tests scrape static targets only: dropping the cloud service-discovery plugins (Kubernetes,
+  # AWS, Azure, GCE, ...) roughly halves what there is to compile. Without the builtinassets tag
+  # the web UI is not embedded; the HTTP API, which is what tests use, is all there.
+  printf 'package plugins\n' >"$src/plugins/plugins.go"
+  local ldflags="-X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION"
+  (cd "$src" && CGO_ENABLED=0 go build -ldflags "$ldflags" -o "$PROM_HOME.tmp/prometheus" ./cmd/prometheus \
+     && CGO_ENABLED=0 go build -ldflags "$ldflags" -o "$PROM_HOME.tmp/promtool" ./cmd/promtool) \
+    || die "go build of prometheus $PROMETHEUS_VERSION failed"
+  rm -rf "$PROM_HOME"; mv "$PROM_HOME.tmp" "$PROM_HOME"
+  rm -rf "$src"
+}
+
 # A pid file from before a reboot can name an unrelated process: check what it runs too.
 pid_alive() {
   [ -f "$1" ] || return 1
   local args
   args=$(ps -p "$(cat "$1")" -o args= 2>/dev/null) || return 1
-  case "$args" in *kafka.Kafka*|*influxd*) return 0 ;; *) return 1 ;; esac
+  case "$args" in *kafka.Kafka*|*influxd*|*prometheus*) return 0 ;; *) return 1 ;; esac
 }
 
 wait_port() { # host port seconds what
@@ -195,6 +231,33 @@ onboard_influxdb() {
   [ -s "$TOKEN_FILE" ] || die "influxdb is set up but $TOKEN_FILE is missing: run '$0 wipe' and start again"
 }
 
+start_prometheus() {
+  mkdir -p "$RUN" "$DATA/prometheus" "$PROM_DROPIN"
+  if pid_alive "$RUN/prometheus.pid"; then log "prometheus already running"; else
+    # Nothing to scrape until a test drops its targets in; rules and scrape configs are globs so
+    # each test adds and removes its own file without touching another's.
+    cat >"$RUN/prometheus.yml" <<YAML
+global:
+  scrape_interval: 15s
+  evaluation_interval: 15s
+scrape_config_files: ["$PROM_DROPIN/scrape-*.yml"]
+rule_files: ["$PROM_DROPIN/rules-*.yml"]
+YAML
+    log "starting prometheus on 127.0.0.1:$PROM_PORT"
+    setsid nohup "$PROM_HOME/prometheus" --config.file="$RUN/prometheus.yml" \
+      --storage.tsdb.path="$DATA/prometheus" --storage.tsdb.retention.time=2d \
+      --web.listen-address=127.0.0.1:$PROM_PORT --web.enable-lifecycle --log.level=warn \
+      >"$RUN/prometheus.log" 2>&1 </dev/null &
+    echo $! >"$RUN/prometheus.pid"
+  fi
+  local i
+  for ((i = 0; i < 300; i++)); do
+    curl -sf "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null && return 0
+    sleep 0.2
+  done
+  tail -30 "$RUN/prometheus.log" >&2; die "prometheus is not ready"
+}
+
 stop_one() { # name
   local f=$RUN/$1.pid
   if pid_alive "$f"; then
@@ -213,21 +276,31 @@ print_env() {
   echo "export MAINTCAST_INFLUX_ORG=$INFLUX_ORG"
   echo "export MAINTCAST_INFLUX_BUCKET=$INFLUX_BUCKET"
   echo "export MAINTCAST_INFLUX_TOKEN_FILE=$TOKEN_FILE"
+  echo "export MAINTCAST_PROMETHEUS_URL=http://127.0.0.1:$PROM_PORT"
+  echo "export MAINTCAST_PROMETHEUS_DROPIN=$PROM_DROPIN"
+  echo "export MAINTCAST_PROMTOOL=$PROM_HOME/promtool"
   if [ "${MAINTCAST_PRINT_TOKEN:-0}" = 1 ]; then echo "export MAINTCAST_INFLUX_TOKEN=$(cat "$TOKEN_FILE")"; fi
 }
 
 case "${1:-}" in
-  install) install_kafka; install_influxdb ;;
-  start) install_kafka; install_influxdb; start_kafka; start_influxdb; log "ready"; print_env ;;
-  stop) stop_one kafka; stop_one influxd ;;
+  install) install_kafka; install_influxdb; install_prometheus ;;
+  start)
+    install_kafka; install_influxdb; install_prometheus
+    start_kafka; start_influxdb; start_prometheus; log "ready"; print_env ;;
+  stop) stop_one kafka; stop_one influxd; stop_one prometheus ;;
   stop-kafka) stop_one kafka ;;
   stop-influxdb) stop_one influxd ;;
   start-kafka) start_kafka ;;
   start-influxdb) start_influxdb ;;
+  install-prometheus) install_prometheus ;;
+  start-prometheus) install_prometheus; start_prometheus ;;
+  stop-prometheus) stop_one prometheus ;;
+  promtool) shift; install_prometheus; exec "$PROM_HOME/promtool" "$@" ;;
   status)
     pid_alive "$RUN/kafka.pid" && echo "kafka: running (pid $(cat "$RUN/kafka.pid"))" || echo "kafka: stopped"
-    pid_alive "$RUN/influxd.pid" && echo "influxd: running (pid $(cat "$RUN/influxd.pid"))" || echo "influxd: stopped" ;;
-  wipe) stop_one kafka; stop_one influxd; rm -rf "$DATA" "$TOKEN_FILE"; log "data wiped" ;;
+    pid_alive "$RUN/influxd.pid" && echo "influxd: running (pid $(cat "$RUN/influxd.pid"))" || echo "influxd: stopped"
+    pid_alive "$RUN/prometheus.pid" && echo "prometheus: running (pid $(cat "$RUN/prometheus.pid"))" || echo "prometheus: stopped" ;;
+  wipe) stop_one kafka; stop_one influxd; stop_one prometheus; rm -rf "$DATA" "$TOKEN_FILE"; log "data wiped" ;;
   env) print_env ;;
-  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

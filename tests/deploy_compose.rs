@@ -9,141 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use maintcast_e2e::compose::{
+    self, environment, is_maintcast, load_compose, logical_lines, read, repo, services, strings,
+};
 use serde_norway::Value;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-fn read(rel: &str) -> String {
-    std::fs::read_to_string(repo().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
-
-/// `.env.example` as a map: the values a user starts from.
-fn env_example() -> BTreeMap<String, String> {
-    read(".env.example")
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let (k, v) = l
-                .split_once('=')
-                .unwrap_or_else(|| panic!(".env.example: bad line {l:?}"));
-            (k.to_string(), v.to_string())
-        })
-        .collect()
-}
-
-/// Compose's interpolation (`$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR:?error}`, `$$`), with the
-/// values of `.env.example`. A variable with neither a value there nor a default is an error.
-fn interpolate(text: &str, env: &BTreeMap<String, String>, errors: &mut Vec<String>) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        rest = &rest[i + 1..];
-        if let Some(r) = rest.strip_prefix('$') {
-            out.push('$');
-            rest = r;
-        } else if let Some(r) = rest.strip_prefix('{') {
-            let end = r.find('}').expect("unterminated ${ in compose file");
-            let expr = &r[..end];
-            rest = &r[end + 1..];
-            let (name, default) = if let Some((n, _)) = expr.split_once(":?") {
-                (n, None)
-            } else {
-                match expr.split_once(":-").or_else(|| expr.split_once('-')) {
-                    Some((n, d)) => (n, Some(d)),
-                    None => (expr, None),
-                }
-            };
-            match (env.get(name), default) {
-                (Some(v), _) => out.push_str(v),
-                (None, Some(d)) => out.push_str(d),
-                (None, None) => errors.push(format!(
-                    "${{{expr}}} has no default and is not in .env.example"
-                )),
-            }
-        } else {
-            let end = rest
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(rest.len());
-            let name = &rest[..end];
-            rest = &rest[end..];
-            match env.get(name) {
-                Some(v) => out.push_str(v),
-                None => errors.push(format!("${name} is not in .env.example")),
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-fn load_compose(rel: &str, errors: &mut Vec<String>) -> Value {
-    let text = interpolate(&read(rel), &env_example(), errors);
-    let mut v: Value =
-        serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{rel} is not valid YAML: {e}"));
-    v.apply_merge()
-        .unwrap_or_else(|e| panic!("{rel}: YAML merge keys: {e}"));
-    v
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    match v {
-        Value::Sequence(s) => s
-            .iter()
-            .filter_map(|x| x.as_str().map(str::to_string))
-            .collect(),
-        Value::String(s) => s.split_whitespace().map(str::to_string).collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// `environment:` as a map, whether written as a mapping or as a list of `K=V`.
-fn environment(service: &Value) -> BTreeMap<String, String> {
-    match &service["environment"] {
-        Value::Mapping(m) => m
-            .iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    Value::String(s) => s.clone(),
-                    Value::Null => String::new(),
-                    other => serde_norway::to_string(other).unwrap().trim().to_string(),
-                };
-                (k.as_str().unwrap().to_string(), v)
-            })
-            .collect(),
-        Value::Sequence(s) => s
-            .iter()
-            .filter_map(Value::as_str)
-            .map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                (k.to_string(), v.to_string())
-            })
-            .collect(),
-        _ => BTreeMap::new(),
-    }
-}
-
-fn services(compose: &Value) -> BTreeMap<String, Value> {
-    compose["services"]
-        .as_mapping()
-        .expect("services")
-        .iter()
-        .map(|(k, v)| (k.as_str().unwrap().to_string(), v.clone()))
-        .collect()
-}
-
-/// A service runs the maintcast image when it is built from deploy/docker/.
-fn is_maintcast(service: &Value) -> bool {
-    service["build"]["dockerfile"]
-        .as_str()
-        .is_some_and(|d| d.starts_with("deploy/docker/"))
-}
 
 // ---------------------------------------------------------------------------------------------
 // The binary's own flags
@@ -358,35 +227,11 @@ fn compose_maintcast_services_match_the_binary_flags() {
 }
 
 fn dockerfile_env(text: &str) -> Vec<String> {
-    logical_lines(text)
-        .iter()
-        .filter_map(|l| l.strip_prefix("ENV "))
-        .flat_map(|rest| {
-            rest.split_whitespace()
-                .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_string()))
-        })
+    compose::dockerfile_env(text)
+        .into_iter()
+        .map(|(k, _)| k)
         .filter(|k| k.starts_with("MAINTCAST_"))
         .collect()
-}
-
-/// Dockerfile/shell lines with `\` continuations joined.
-fn logical_lines(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    for line in text.lines() {
-        let t = line.trim();
-        if t.starts_with('#') && cur.is_empty() {
-            continue;
-        }
-        if let Some(head) = t.strip_suffix('\\') {
-            cur.push_str(head);
-            cur.push(' ');
-        } else {
-            cur.push_str(t);
-            out.push(std::mem::take(&mut cur));
-        }
-    }
-    out
 }
 
 /// Every `cargo <verb> ...` invocation in `text`, up to the end of its shell command.
@@ -762,4 +607,149 @@ fn pipeline_dashboard_metrics_are_registered_by_ingest() {
         missing.is_empty(),
         "pipeline-health.json charts metrics the ingest service does not register: {missing:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prometheus: the alert rules, their unit tests, the version infra.sh builds
+
+/// `maintcast_*` metric names in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    expr.match_indices("maintcast_")
+        .filter(|(i, _)| {
+            *i == 0
+                || !expr[..*i]
+                    .chars()
+                    .last()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+        .map(|(i, _)| {
+            expr[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
+/// Whether the service sources register `name` (prometheus-client adds `_total` to counters and
+/// `_bucket`/`_sum`/`_count` to histograms; ingest registers under the `maintcast_ingest` prefix).
+fn registered(name: &str) -> bool {
+    static SOURCES: OnceLock<(String, String)> = OnceLock::new();
+    let (ingest, trainer) = SOURCES.get_or_init(|| {
+        let (mut i, mut t) = (String::new(), String::new());
+        collect_sources(&repo().join("services/ingest/src"), &mut i);
+        collect_sources(&repo().join("services/trainer/src"), &mut t);
+        (i, t)
+    });
+    let base = ["_total", "_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|s| name.strip_suffix(s))
+        .unwrap_or(name);
+    match base.strip_prefix("maintcast_ingest_") {
+        Some(short) => ingest.contains(&format!("\"{short}\"")),
+        None => trainer.contains(&format!("\"{base}\"")),
+    }
+}
+
+#[test]
+fn every_alert_rule_is_unit_tested_and_reads_registered_metrics() {
+    let rules: Value = serde_norway::from_str(&read("deploy/prometheus/alerts.yml")).unwrap();
+    let tests: Value = serde_norway::from_str(&read("deploy/prometheus/alerts.test.yml")).unwrap();
+    assert_eq!(strings(&tests["rule_files"]), ["alerts.yml"]);
+    // alertname -> (a case where it fires, a case where it stays quiet)
+    let mut cases: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+    for t in tests["tests"].as_sequence().unwrap() {
+        for a in t["alert_rule_test"].as_sequence().into_iter().flatten() {
+            let name = a["alertname"].as_str().unwrap().to_string();
+            let fires = a["exp_alerts"].as_sequence().is_some_and(|e| !e.is_empty());
+            let e = cases.entry(name).or_default();
+            if fires {
+                e.0 = true;
+            } else {
+                e.1 = true;
+            }
+        }
+    }
+    let mut errors = Vec::new();
+    let mut n = 0;
+    for g in rules["groups"].as_sequence().unwrap() {
+        for r in g["rules"].as_sequence().unwrap() {
+            let Some(alert) = r["alert"].as_str() else {
+                continue;
+            };
+            n += 1;
+            match cases.get(alert) {
+                Some((true, true)) => {}
+                other => errors.push(format!(
+                    "{alert}: alerts.test.yml must show it firing and quiet, has {other:?}"
+                )),
+            }
+            for m in metric_names(r["expr"].as_str().unwrap()) {
+                if !registered(&m) {
+                    errors.push(format!("{alert}: {m} is registered by no service"));
+                }
+            }
+            if r["annotations"]["summary"].as_str().is_none_or(str::is_empty) {
+                errors.push(format!("{alert}: no summary"));
+            }
+        }
+    }
+    assert!(n >= 9, "the pipeline's alerts");
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    // CI runs the unit tests.
+    let ci = read(".ci/run");
+    assert!(
+        ci.contains("promtool test rules deploy/prometheus/alerts.test.yml"),
+        ".ci/run runs promtool test rules"
+    );
+}
+
+#[test]
+fn compose_prometheus_loads_the_alerts_and_matches_the_version_ci_builds() {
+    let mut errors = Vec::new();
+    let base = load_compose("docker-compose.yml", &mut errors);
+    let prom = &services(&base)["prometheus"];
+    let config: Value = serde_norway::from_str(&read("deploy/prometheus/prometheus.yml")).unwrap();
+    let mounts: BTreeMap<String, String> = strings(&prom["volumes"])
+        .iter()
+        .filter_map(|v| {
+            let mut p = v.split(':');
+            Some((p.nth(1)?.to_string(), v.split(':').next()?.to_string()))
+        })
+        .collect();
+    let config_file = strings(&prom["command"])
+        .iter()
+        .find_map(|a| a.strip_prefix("--config.file=").map(str::to_string))
+        .expect("--config.file");
+    let config_dir = Path::new(&config_file).parent().unwrap();
+    for rule_file in strings(&config["rule_files"]) {
+        let in_container = config_dir.join(&rule_file);
+        let source = mounts.get(in_container.to_str().unwrap());
+        assert_eq!(
+            source.map(String::as_str),
+            Some("./deploy/prometheus/alerts.yml"),
+            "compose mounts {rule_file} where prometheus.yml reads it"
+        );
+    }
+    assert!(!strings(&config["rule_files"]).is_empty());
+    // infra.sh builds the release compose runs, from its Go module version (3.M.P = v0.3MM.P).
+    let image = prom["image"].as_str().unwrap();
+    let tag = image.rsplit_once(":v").unwrap().1;
+    let infra = read("deploy/infra.sh");
+    let pinned = |var: &str| {
+        infra
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{var}=${{MAINTCAST_{var}:-")))
+            .map(|v| v.trim_end_matches('}').to_string())
+            .unwrap_or_else(|| panic!("deploy/infra.sh pins {var}"))
+    };
+    assert_eq!(pinned("PROMETHEUS_VERSION"), tag, "{image}");
+    let mut v = tag.split('.').map(|x| x.parse::<u32>().unwrap());
+    let (major, minor, patch) = (v.next().unwrap(), v.next().unwrap(), v.next().unwrap());
+    assert_eq!(major, 3);
+    assert_eq!(
+        pinned("PROMETHEUS_MODULE_VERSION"),
+        format!("v0.{}.{patch}", 300 + minor)
+    );
+    assert!(errors.is_empty(), "{errors:?}");
 }

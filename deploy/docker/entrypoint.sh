@@ -1,7 +1,8 @@
 #!/bin/sh
 # Seeds an empty model registry volume with the pretrained model shipped in the image, so the
 # ingest service has a model to serve before anyone has trained; then runs maintcast.
-# A registry that already holds anything is never touched.
+# A registry that already holds anything is never touched. (MAINTCAST_BIN: tests/deploy_stack.rs
+# runs this script outside an image, with the binary it built.)
 set -eu
 registry=${MAINTCAST_REGISTRY:-/var/lib/maintcast/registry}
 pretrained=${MAINTCAST_PRETRAINED:-/opt/maintcast/models/pretrained}
@@ -10,4 +11,4 @@ if [ -d "$pretrained" ] && [ -z "$(ls -A "$registry" 2>/dev/null)" ] && [ -n "$(
   cp -R "$pretrained"/. "$registry"/
   echo "maintcast-entrypoint: seeded $registry from $pretrained" >&2
 fi
-exec /usr/local/bin/maintcast "$@"
+exec "${MAINTCAST_BIN:-/usr/local/bin/maintcast}" "$@"

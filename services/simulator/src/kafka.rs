@@ -78,6 +78,20 @@ pub enum Pace {
     Rate(f64),
     /// Message time runs this many times faster than wall time (3600: an hour per second).
     Speedup(f64),
+    /// Message time is the wall clock: a message goes out when its timestamp comes due, so rows
+    /// stamped in the past (a backfill) go at once and the stream never runs ahead of the clock.
+    /// `anchor` is the instant at which the clock read `anchor_ms` (epoch ms).
+    WallClock { anchor: Instant, anchor_ms: i64 },
+}
+
+impl Pace {
+    /// Real time from the current wall clock.
+    pub fn wall_clock() -> Self {
+        Pace::WallClock {
+            anchor: Instant::now(),
+            anchor_ms: crate::clock::now_ms(),
+        }
+    }
 }
 
 /// Decides how long to wait before each message. Messages before `backfill_until_ms` go out at once.
@@ -101,12 +115,16 @@ impl Pacer {
 
     /// How long to sleep, at wall time `now`, before sending a message stamped `ts_ms`.
     pub fn delay(&mut self, ts_ms: i64, now: Instant) -> Duration {
+        if let Pace::WallClock { anchor, anchor_ms } = self.pace {
+            let due = anchor + Duration::from_millis((ts_ms - anchor_ms).max(0) as u64);
+            return due.saturating_duration_since(now);
+        }
         if ts_ms < self.backfill_until_ms || self.pace == Pace::AsFastAsPossible {
             return Duration::ZERO;
         }
         let (t0, ts0) = *self.origin.get_or_insert((now, ts_ms));
         let due = match self.pace {
-            Pace::AsFastAsPossible => return Duration::ZERO,
+            Pace::AsFastAsPossible | Pace::WallClock { .. } => return Duration::ZERO,
             Pace::Rate(r) => {
                 let due = Duration::from_secs_f64(self.paced_sent as f64 / r);
                 self.paced_sent += 1;
@@ -245,6 +263,28 @@ mod tests {
         assert_eq!(p.delay(7_200_000, t0), Duration::from_secs(2));
         let mut fast = Pacer::new(Pace::AsFastAsPossible, 0);
         assert_eq!(fast.delay(i64::MAX, t0), Duration::ZERO);
+    }
+
+    #[test]
+    fn wall_clock_sends_the_past_at_once_and_the_future_when_due() {
+        let t0 = Instant::now();
+        let clock_ms = 1_767_225_600_000;
+        let mut p = Pacer::new(
+            Pace::WallClock {
+                anchor: t0,
+                anchor_ms: clock_ms,
+            },
+            // Backfill boundaries do not matter on the wall clock: the past is the backfill.
+            i64::MAX,
+        );
+        assert_eq!(p.delay(clock_ms - 30 * 86_400_000, t0), Duration::ZERO);
+        assert_eq!(p.delay(clock_ms, t0), Duration::ZERO);
+        assert_eq!(p.delay(clock_ms + 3_600_000, t0), Duration::from_secs(3600));
+        // Half an hour later, the same row is half an hour away.
+        assert_eq!(
+            p.delay(clock_ms + 3_600_000, t0 + Duration::from_secs(1800)),
+            Duration::from_secs(1800)
+        );
     }
 
     #[test]

@@ -5,12 +5,14 @@
 //! whatever the consumer does with them. Output formats (CSV, JSON lines, Kafka) live in [`output`]
 //! and [`kafka`].
 
+pub mod clock;
 mod fleet;
 pub mod kafka;
 mod machine;
 pub mod output;
 mod sensors;
 
+pub use clock::Start;
 pub use fleet::{ConfigError, DEFAULT_START_MS, Fleet, FleetConfig, MachineInfo, SimHistory, Tick};
 pub use machine::{EventKind, FaultMode, MachineType, MaintenanceEvent, Reading, Truth};
 pub use sensors::SensorFaultConfig;

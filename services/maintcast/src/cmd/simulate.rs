@@ -1,4 +1,9 @@
 //! `maintcast simulate`: a simulated fleet (or a replayed history) to files or to Kafka.
+//!
+//! Where the fleet sits in time: `--start` fixes its first row (default 2026-01-01, so a seed
+//! alone reproduces a fleet) or, with `now`, ends its history at the wall clock; `--realtime`
+//! then sends each row when its timestamp comes due, after the history before now went out at
+//! once (the compose `demo` profile runs this way).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use maintcast_models::history::{self, History};
 use maintcast_simulator::kafka::{Encoding, KafkaSink, Message, Pace, Pacer, Topics};
-use maintcast_simulator::{Fleet, FleetConfig, output};
+use maintcast_simulator::{Fleet, FleetConfig, Start, clock, output};
 
 use super::train::Format;
 
@@ -22,6 +27,15 @@ pub struct Args {
     /// Simulated days. Files: default 120. Kafka: stop after this many days (default: run until Ctrl-C).
     #[arg(long, env = "MAINTCAST_DAYS")]
     pub days: Option<f64>,
+    /// First row's time: `now` (the history ends at the wall clock: Kafka backfills
+    /// --backfill-days, files hold --days) or a time (2026-01-01T00:00:00Z, 2026-01-01).
+    /// Default 2026-01-01, so that a seed alone reproduces a fleet.
+    #[arg(long, env = "MAINTCAST_START")]
+    pub start: Option<Start>,
+    /// Kafka: send each row when its timestamp comes due on the wall clock (rows before now go
+    /// at once). The default with --start now; never runs into the future.
+    #[arg(long, env = "MAINTCAST_REALTIME", conflicts_with_all = ["rate", "speedup"])]
+    pub realtime: bool,
     /// Sampling interval: one row per machine per interval.
     #[arg(long, env = "MAINTCAST_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub interval: Duration,
@@ -67,15 +81,25 @@ pub struct Args {
 }
 
 impl Args {
-    fn fleet_config(&self) -> anyhow::Result<FleetConfig> {
+    /// The fleet, its first row placed by --start; `history_days` is how much of it lies
+    /// before now when that is `now`.
+    fn fleet_config(&self, history_days: f64, now_ms: i64) -> anyhow::Result<FleetConfig> {
         let interval_ms =
             i64::try_from(self.interval.as_millis()).context("--interval is too long")?;
+        let start = self.start.unwrap_or_default();
         Ok(FleetConfig {
             seed: self.seed,
             machines: self.machines,
             interval_ms,
+            start_ms: start.resolve(now_ms, (history_days * 86_400_000.0) as i64, interval_ms),
             ..FleetConfig::default()
         })
+    }
+
+    /// On the wall clock: asked for, or implied by `--start now` with no other pace.
+    fn wall_clock(&self) -> bool {
+        self.realtime
+            || (self.start == Some(Start::Now) && self.rate.is_none() && self.speedup.is_none())
     }
 }
 
@@ -95,9 +119,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     {
         bail!("--days must be positive, got {d}");
     }
+    if !(args.backfill_days >= 0.0 && args.backfill_days.is_finite()) {
+        bail!("--backfill-days must be zero or more, got {}", args.backfill_days);
+    }
+    if args.replay.is_some() && (args.start.is_some() || args.realtime) {
+        bail!("--start and --realtime place a simulated fleet; a replay keeps its own timestamps");
+    }
     if let Some(out) = &args.out {
         if args.replay.is_some() {
             bail!("--replay sends a history to Kafka; it cannot be combined with --out");
+        }
+        if args.realtime {
+            bail!("--realtime paces messages to Kafka; files are written at once");
         }
         return write_files(&args, out);
     }
@@ -113,8 +146,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn write_files(args: &Args, out: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let cfg = args.fleet_config()?;
     let days = args.days.unwrap_or(120.0);
+    let cfg = args.fleet_config(days, clock::now_ms())?;
     let steps = cfg.steps_for_days(days);
     let started = Instant::now();
     let mut fleet = Fleet::new(cfg)?;
@@ -159,7 +192,7 @@ async fn to_kafka(args: Args, brokers: String) -> anyhow::Result<ExitCode> {
                 (Box::new(replay_messages(h).into_iter()), first, n)
             }
             None => {
-                let cfg = args.fleet_config()?;
+                let cfg = args.fleet_config(args.backfill_days, clock::now_ms())?;
                 let start = cfg.start_ms;
                 let steps = args.days.map(|d| cfg.steps_for_days(d));
                 let fleet = Fleet::new(cfg)?;
@@ -168,6 +201,7 @@ async fn to_kafka(args: Args, brokers: String) -> anyhow::Result<ExitCode> {
             }
         };
     let pace = match (args.speedup, args.rate) {
+        _ if args.wall_clock() => Pace::wall_clock(),
         (Some(x), _) => Pace::Speedup(x),
         (None, Some(r)) => Pace::Rate(r),
         (None, None) => Pace::Rate(default_rate),
@@ -179,6 +213,7 @@ async fn to_kafka(args: Args, brokers: String) -> anyhow::Result<ExitCode> {
     tracing::info!(
         ?pace,
         backfill_days = args.backfill_days,
+        first = %output::rfc3339(first_ts),
         "sending to Kafka at {brokers}"
     );
     for m in messages {
@@ -299,6 +334,54 @@ mod tests {
                 .collect();
             assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{id}");
         }
+    }
+
+    fn parse(args: &[&str]) -> Args {
+        <Args as clap::FromArgMatches>::from_arg_matches(
+            &<Args as clap::Args>::augment_args(clap::Command::new("t"))
+                .try_get_matches_from(["t"].iter().chain(args))
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn start_now_backfills_up_to_the_clock_then_follows_it() {
+        const DAY: i64 = 86_400_000;
+        let now = maintcast_simulator::DEFAULT_START_MS + 100 * DAY + 1_000;
+        let a = parse(&["--start", "now", "--backfill-days", "8"]);
+        assert!(a.wall_clock(), "--start now streams on the wall clock");
+        let cfg = a.fleet_config(a.backfill_days, now).unwrap();
+        assert!(cfg.start_ms <= now - 8 * DAY && cfg.start_ms > now - 8 * DAY - cfg.interval_ms);
+        // An explicit pace keeps the old behaviour; a fixed start stays reproducible.
+        assert!(!parse(&["--start", "now", "--rate", "5"]).wall_clock());
+        let fixed = parse(&["--start", "2026-03-01"]);
+        assert!(!fixed.wall_clock());
+        assert_eq!(
+            fixed.fleet_config(0.0, now).unwrap().start_ms,
+            maintcast_simulator::DEFAULT_START_MS + 59 * DAY
+        );
+        assert!(parse(&["--realtime"]).wall_clock());
+        assert_eq!(
+            parse(&[]).fleet_config(30.0, now).unwrap().start_ms,
+            maintcast_simulator::DEFAULT_START_MS
+        );
+    }
+
+    #[test]
+    fn realtime_refuses_other_paces_and_files() {
+        let cmd = || <Args as clap::Args>::augment_args(clap::Command::new("t"));
+        assert!(
+            cmd()
+                .try_get_matches_from(["t", "--realtime", "--rate", "3"])
+                .is_err()
+        );
+        let err = run(parse(&["--realtime", "--out", "/nonexistent/x"])).unwrap_err();
+        assert!(err.to_string().contains("--realtime"), "{err}");
+        let err = cmd()
+            .try_get_matches_from(["t", "--start", "yesterday"])
+            .unwrap_err();
+        assert!(err.to_string().contains("`now`"), "{err}");
     }
 
     #[test]
