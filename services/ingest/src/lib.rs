@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod batch;
 pub mod checkpoint;
 pub mod model;
+pub mod quality;
 pub mod service;
 pub mod serving;
 pub mod window;
