@@ -111,30 +111,33 @@ mod tests {
     use super::*;
     use crate::schedule::GroupBy;
 
-    fn m(group: &str, age: f64, interval: Option<f64>) -> Running {
-        Running {
-            group: group.into(),
-            age_days: age,
-            interval_days: interval,
-        }
-    }
-
     #[test]
     fn the_calendar_takes_the_most_overdue_within_each_groups_slots() {
+        // (site, age, interval); the caller puts each machine in its capacity group.
         let fleet = [
-            m("lyon", 10.0, Some(12.0)),
-            m("lyon", 15.0, Some(12.0)),
-            m("lyon", 20.0, Some(12.0)),
-            m("porto", 30.0, None),
-            m("porto", 12.0, Some(12.0)),
-            m("lyon", 13.0, Some(12.0)),
+            ("lyon", 10.0, Some(12.0)),
+            ("lyon", 15.0, Some(12.0)),
+            ("lyon", 20.0, Some(12.0)),
+            ("porto", 30.0, None),
+            ("porto", 12.0, Some(12.0)),
+            ("lyon", 13.0, Some(12.0)),
         ];
+        let running = |cap: &Capacity| -> Vec<Running> {
+            fleet
+                .iter()
+                .map(|&(site, age, interval)| Running {
+                    group: cap.group(Some("pump"), Some(site)),
+                    age_days: age,
+                    interval_days: interval,
+                })
+                .collect()
+        };
         let mut cap = Capacity::fleet(2);
-        assert_eq!(fixed_interval(&fleet, &cap), vec![1, 2]);
+        assert_eq!(fixed_interval(&running(&cap), &cap), vec![1, 2]);
         cap.by = GroupBy::Site;
-        assert_eq!(fixed_interval(&fleet, &cap), vec![1, 2, 4]);
+        assert_eq!(fixed_interval(&running(&cap), &cap), vec![1, 2, 4]);
         cap.overrides.insert("lyon".into(), 3);
-        assert_eq!(fixed_interval(&fleet, &cap), vec![1, 2, 4, 5]);
+        assert_eq!(fixed_interval(&running(&cap), &cap), vec![1, 2, 4, 5]);
     }
 
     #[test]

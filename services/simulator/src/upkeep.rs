@@ -2,8 +2,9 @@
 //!
 //! A cycle is simulated whole when it starts (every row knows its true time to the cycle's end),
 //! so maintaining a machine cuts the pending cycle at the service: later rows and the event that
-//! would have ended it are discarded, and the rows before the service learn their new end. The
-//! same seed and the same interventions give the same fleet.
+//! would have ended it are discarded, and rows still pending before the service learn their new
+//! end. Rows already handed out keep the truth they were given (the time to the cycle's end had
+//! nobody intervened). The same seed and the same interventions give the same fleet.
 
 use crate::FleetConfig;
 use crate::machine::{DAY_MS, EventKind, Item, MachineSim, MaintenanceEvent};

@@ -3,6 +3,7 @@
 //! maintenance interval per machine type from the event history (`maintcast_planner`).
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;

@@ -231,7 +231,7 @@ fn run_policy(
                     .map(|(i, m)| {
                         let since = fleet.running_since_ms(i as u32).expect("known machine");
                         Running {
-                            group: capacity.group(Some(m.machine_type.as_str()), Some(&m.site)),
+                            group: capacity.group(Some(m.machine_type.as_str()), Some(m.site.as_str())),
                             // A machine that is down is not due (negative age).
                             age_days: (tick.ts_ms - since) as f64 / DAY_MS as f64,
                             interval_days: intervals.get(m.machine_type.as_str()).copied(),
