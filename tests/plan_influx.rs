@@ -168,6 +168,7 @@ async fn a_plan_from_real_forecasts_respects_capacity_and_goes_back_to_influx() 
         org: s.env.org.clone(),
         bucket: s.bucket.clone(),
         token: Secret::new(s.env.token.clone()),
+        token_file: None,
     };
     let made = s.now_ms + 60_000;
     let n = write_plan(&config, &plan, made, &Shutdown::new()).await.expect("write");

@@ -74,7 +74,10 @@ impl Forecaster {
             .into_iter()
             .map(|d| {
                 // Negative days mean "overdue"; the target never goes below 0, so neither do we.
-                let days = (d / k).max(0.0);
+                // A NaN stays NaN (`f32::max` would turn it into 0, "due now"): the caller
+                // must see that the model failed.
+                let days = d / k;
+                let days = if days.is_nan() { days } else { days.max(0.0) };
                 let (p10, p90) = self.card.interval.bounds(days);
                 Forecast { days, p10, p90 }
             })

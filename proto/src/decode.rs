@@ -40,6 +40,11 @@ pub enum DecodeError {
     BadTimestamp(String),
     #[error("ts {0} is before 1970-01-01")]
     TimestampBeforeEpoch(i64),
+    #[error(
+        "ts {ts_ms} ms is before the oldest accepted time {min_ms} ms: epoch seconds sent as \
+         milliseconds? ts must be epoch milliseconds or RFC 3339"
+    )]
+    TimestampTooOld { ts_ms: i64, min_ms: i64 },
     #[error("ts {ts_ms} is {ahead_ms} ms in the future (limit {limit_ms} ms)")]
     FutureTimestamp {
         ts_ms: i64,
@@ -74,6 +79,7 @@ impl DecodeError {
             DecodeError::MissingTimestamp
             | DecodeError::BadTimestamp(_)
             | DecodeError::TimestampBeforeEpoch(_)
+            | DecodeError::TimestampTooOld { .. }
             | DecodeError::FutureTimestamp { .. } => "ts",
             DecodeError::NoSensors
             | DecodeError::TooManySensors { .. }
@@ -84,6 +90,9 @@ impl DecodeError {
     }
 }
 
+/// 2000-01-01T00:00:00Z: any telemetry older than this is a unit mistake, not history.
+pub const MIN_PLAUSIBLE_TS_MS: i64 = 946_684_800_000;
+
 /// Validation limits. The defaults suit a factory fleet; all are configurable in the service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
@@ -91,6 +100,9 @@ pub struct Limits {
     /// How far ahead of this host's clock a timestamp may be. `None` disables the check, for
     /// replaying synthetic histories whose clock runs ahead of the wall clock.
     pub max_future_ms: Option<i64>,
+    /// The oldest accepted timestamp (epoch ms); `None` accepts any from 1970 on. The default
+    /// (2000-01-01) catches epoch seconds sent as milliseconds, which land in January 1970.
+    pub min_ts_ms: Option<i64>,
     pub max_machine_id_bytes: usize,
     pub max_sensors: usize,
 }
@@ -100,6 +112,7 @@ impl Default for Limits {
         Limits {
             max_bytes: 64 * 1024,
             max_future_ms: Some(24 * 3600 * 1000),
+            min_ts_ms: Some(MIN_PLAUSIBLE_TS_MS),
             max_machine_id_bytes: 256,
             max_sensors: 1024,
         }
@@ -326,6 +339,11 @@ impl Decoder {
     fn check_ts(&self, ts_ms: i64, now_ms: i64) -> Result<(), DecodeError> {
         if ts_ms < 0 {
             return Err(DecodeError::TimestampBeforeEpoch(ts_ms));
+        }
+        if let Some(min_ms) = self.limits.min_ts_ms
+            && ts_ms < min_ms
+        {
+            return Err(DecodeError::TimestampTooOld { ts_ms, min_ms });
         }
         if let Some(limit_ms) = self.limits.max_future_ms {
             let ahead_ms = ts_ms.saturating_sub(now_ms);

@@ -1,4 +1,4 @@
-//! The maintcast wire schema (`maintcast/v1`, DESIGN.md "Messages") and its Rust forms.
+//! The maintcast wire schema (`maintcast/v1`; documented in docs/) and its Rust forms.
 //!
 //! [`pb`] holds the prost-generated Protobuf types. The domain types ([`Telemetry`],
 //! [`MaintenanceEvent`], [`Forecast`], [`Alert`]) are what the services use; they convert to and
@@ -9,7 +9,8 @@ mod decode;
 mod messages;
 
 pub use decode::{
-    ContentType, DecodeError, Decoder, Limits, decode_maintenance_event, decode_telemetry,
+    ContentType, DecodeError, Decoder, Limits, MIN_PLAUSIBLE_TS_MS, decode_maintenance_event,
+    decode_telemetry,
 };
 pub use messages::{Alert, AlertState, Forecast, MaintenanceEvent, MaintenanceKind, Telemetry};
 

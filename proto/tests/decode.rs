@@ -6,8 +6,12 @@ use prost::Message;
 
 const NOW: i64 = 1_790_000_000_000;
 
+/// Default limits except the timestamp floor, so the rules below can use tiny timestamps.
 fn decoder() -> Decoder {
-    Decoder::default()
+    Decoder::new(Limits {
+        min_ts_ms: None,
+        ..Limits::default()
+    })
 }
 
 fn tel(bytes: &[u8], ct: Option<&str>) -> Result<Telemetry, DecodeError> {
@@ -193,6 +197,30 @@ fn machine_id_rules() {
     assert_eq!(
         tel(&r.to_protobuf(), None).unwrap_err(),
         DecodeError::EmptyMachineId
+    );
+}
+
+#[test]
+fn epoch_seconds_sent_as_milliseconds_are_refused_with_a_hint() {
+    let seconds = NOW / 1000;
+    let body = format!(r#"{{"machine_id":"m","ts":{seconds},"sensors":{{"a":1}}}}"#);
+    let e = Decoder::default()
+        .decode_telemetry_at(body.as_bytes(), None, NOW)
+        .unwrap_err();
+    assert_eq!(
+        e,
+        DecodeError::TimestampTooOld {
+            ts_ms: seconds,
+            min_ms: maintcast_proto::MIN_PLAUSIBLE_TS_MS
+        }
+    );
+    assert_eq!(e.reason(), "ts");
+    assert!(e.to_string().contains("epoch seconds"), "{e}");
+    let ok = format!(r#"{{"machine_id":"m","ts":{NOW},"sensors":{{"a":1}}}}"#);
+    assert!(
+        Decoder::default()
+            .decode_telemetry_at(ok.as_bytes(), None, NOW)
+            .is_ok()
     );
 }
 

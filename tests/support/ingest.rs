@@ -33,6 +33,7 @@ pub fn service_config(
         org: env.org,
         bucket: env.bucket,
         token: Secret::new(env.token),
+        token_file: None,
     };
     let mut c = maintcast_ingest::Config::new(brokers, influx, registry_dir.to_path_buf());
     c.group_id = format!("{run}-group");

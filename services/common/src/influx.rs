@@ -1,5 +1,6 @@
 //! InfluxDB v2 writer: batches of points, gzip, retries with exponential backoff and jitter.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use influxdb2::api::write::TimestampPrecision;
@@ -15,6 +16,9 @@ pub struct InfluxConfig {
     pub org: String,
     pub bucket: String,
     pub token: Secret,
+    /// Where the token came from, when a file: re-read when InfluxDB answers 401/403, so a
+    /// rotated secret takes effect without a restart.
+    pub token_file: Option<PathBuf>,
 }
 
 impl InfluxConfig {
@@ -27,15 +31,27 @@ impl InfluxConfig {
                 .filter(|v| !v.is_empty())
                 .unwrap_or_else(|| d.into())
         };
-        let token = match secret_from_env("MAINTCAST_INFLUX_TOKEN")? {
-            Some(t) => t,
+        let from_var = std::env::var("MAINTCAST_INFLUX_TOKEN")
+            .ok()
+            .filter(|v| !v.is_empty());
+        let (token, token_file) = match from_var {
+            Some(_) => (
+                secret_from_env("MAINTCAST_INFLUX_TOKEN")?.expect("set"),
+                None,
+            ),
             None => {
-                let home = std::env::var("HOME").unwrap_or_default();
-                let default =
-                    std::path::PathBuf::from(home).join(".cache/maintcast/run/influx-token");
-                secret_from_file(&default).map_err(|e| {
+                let file = std::env::var("MAINTCAST_INFLUX_TOKEN_FILE")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| {
+                        PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                            .join(".cache/maintcast/run/influx-token")
+                    });
+                let token = secret_from_file(&file).map_err(|e| {
                     anyhow::anyhow!("no InfluxDB token: set MAINTCAST_INFLUX_TOKEN or MAINTCAST_INFLUX_TOKEN_FILE ({e})")
-                })?
+                })?;
+                (token, Some(file))
             }
         };
         Ok(InfluxConfig {
@@ -43,6 +59,7 @@ impl InfluxConfig {
             org: var("MAINTCAST_INFLUX_ORG", "maintcast"),
             bucket: var("MAINTCAST_INFLUX_BUCKET", "maintcast"),
             token,
+            token_file,
         })
     }
 
@@ -94,44 +111,88 @@ impl Backoff {
 }
 
 pub struct Writer {
+    config: InfluxConfig,
     client: influxdb2::Client,
-    bucket: String,
     backoff: Backoff,
 }
 
-/// Why a write gave up.
+/// Why a write gave up. Failures that a person or time can fix (server down, 5xx, 408/429, a
+/// revoked token, a missing bucket) are retried instead, so the stream waits rather than loses.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error("InfluxDB rejected the points (not retryable): {0}")]
-    Rejected(String),
+    #[error("InfluxDB refused the points ({status}): {text}")]
+    Rejected { status: u16, text: String },
+    #[error("InfluxDB refused the request as too large: {0}")]
+    TooLarge(String),
     #[error("shutdown while InfluxDB was unreachable: {0}")]
     Shutdown(String),
+}
+
+/// A failed attempt that will be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// 401/403: the token is wrong or was revoked.
+    Unauthorized,
+    /// 404: the bucket or org does not exist.
+    BucketMissing,
+    /// Connection refused, timeout, 5xx, 408, 429.
+    Unavailable,
+}
+
+impl Failure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Unauthorized => "unauthorized",
+            Failure::BucketMissing => "bucket_missing",
+            Failure::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// How a status code is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Retry(Failure),
+    TooLarge,
+    Rejected,
+}
+
+pub fn classify(status: Option<u16>) -> Verdict {
+    match status {
+        Some(401 | 403) => Verdict::Retry(Failure::Unauthorized),
+        Some(404) => Verdict::Retry(Failure::BucketMissing),
+        Some(413) => Verdict::TooLarge,
+        Some(408 | 429) | None => Verdict::Retry(Failure::Unavailable),
+        Some(s) if (400..500).contains(&s) => Verdict::Rejected,
+        Some(_) => Verdict::Retry(Failure::Unavailable),
+    }
 }
 
 impl Writer {
     pub fn new(config: &InfluxConfig) -> anyhow::Result<Self> {
         Ok(Writer {
             client: config.client()?,
-            bucket: config.bucket.clone(),
+            config: config.clone(),
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
         })
     }
 
-    /// Writes `points` (millisecond timestamps), retrying transient failures until they
-    /// succeed. Gives up only on a 4xx other than 429 (the points themselves are bad) or once
-    /// `shutdown` has fired and `give_up_after_shutdown` more attempts failed.
+    /// Writes `points` (millisecond timestamps), retrying until they succeed, InfluxDB refuses
+    /// the points themselves (`Rejected`, `TooLarge`: the caller splits the batch), or `shutdown`
+    /// has fired and `give_up_after_shutdown` more attempts failed. `on_failure` sees every
+    /// failed attempt before its retry.
     pub async fn write(
         &mut self,
         points: &[DataPoint],
         shutdown: &Shutdown,
         give_up_after_shutdown: u32,
-        mut on_retry: impl FnMut(&str),
+        mut on_failure: impl FnMut(Failure, &str),
     ) -> Result<(), WriteError> {
         let mut failures_after_shutdown = 0;
         loop {
             let body = futures::stream::iter(points.to_vec());
             let write = self.client.write_with_precision(
-                &self.bucket,
+                &self.config.bucket,
                 body,
                 TimestampPrecision::Milliseconds,
             );
@@ -140,31 +201,65 @@ impl Writer {
                 Ok(r) => r.map_err(|e| (e.to_string(), e.status())),
                 Err(_) => Err(("write timed out after 15 s".to_string(), None)),
             };
-            match result {
+            let (text, status) = match result {
                 Ok(()) => {
                     self.backoff.reset();
                     return Ok(());
                 }
-                Err((text, status)) => {
-                    if let Some(status) = status
-                        && (400..500).contains(&status)
-                        && status != 429
-                        && status != 408
-                    {
-                        return Err(WriteError::Rejected(text));
-                    }
-                    on_retry(&text);
-                    if shutdown.is_triggered() {
-                        failures_after_shutdown += 1;
-                        if failures_after_shutdown > give_up_after_shutdown {
-                            return Err(WriteError::Shutdown(text));
-                        }
-                    }
-                    let delay = self.backoff.next_delay();
-                    tracing::warn!(error = %text, retry_in_ms = delay.as_millis() as u64, "InfluxDB write failed");
-                    tokio::time::sleep(delay).await;
+                Err(e) => e,
+            };
+            let failure = match classify(status) {
+                Verdict::Rejected => {
+                    return Err(WriteError::Rejected {
+                        status: status.unwrap_or_default(),
+                        text,
+                    });
+                }
+                Verdict::TooLarge => return Err(WriteError::TooLarge(text)),
+                Verdict::Retry(f) => f,
+            };
+            on_failure(failure, &text);
+            if failure == Failure::Unauthorized {
+                self.reload_token();
+            }
+            if shutdown.is_triggered() {
+                failures_after_shutdown += 1;
+                if failures_after_shutdown > give_up_after_shutdown {
+                    return Err(WriteError::Shutdown(text));
                 }
             }
+            let delay = self.backoff.next_delay();
+            let kind = failure.as_str();
+            if failure == Failure::Unavailable {
+                tracing::warn!(error = %text, kind, retry_in_ms = delay.as_millis() as u64, "InfluxDB write failed");
+            } else {
+                // Needs a person: loud, and the stream waits until it is fixed.
+                tracing::error!(error = %text, kind, bucket = %self.config.bucket, retry_in_ms = delay.as_millis() as u64,
+                    "InfluxDB refused the write; consumption waits until the token or bucket is fixed");
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Re-reads the token file, if the token came from one, and rebuilds the client when it
+    /// changed.
+    fn reload_token(&mut self) {
+        let Some(file) = self.config.token_file.clone() else {
+            return;
+        };
+        match secret_from_file(&file) {
+            Ok(token) if token != self.config.token => {
+                self.config.token = token;
+                match self.config.client() {
+                    Ok(c) => {
+                        self.client = c;
+                        tracing::info!(file = %file.display(), "InfluxDB token re-read from its file");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot rebuild the InfluxDB client"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot re-read the InfluxDB token file"),
         }
     }
 }
@@ -185,6 +280,19 @@ impl StatusOf for influxdb2::RequestError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_split_into_retry_split_and_refuse() {
+        assert_eq!(classify(Some(401)), Verdict::Retry(Failure::Unauthorized));
+        assert_eq!(classify(Some(403)), Verdict::Retry(Failure::Unauthorized));
+        assert_eq!(classify(Some(404)), Verdict::Retry(Failure::BucketMissing));
+        assert_eq!(classify(Some(413)), Verdict::TooLarge);
+        assert_eq!(classify(Some(400)), Verdict::Rejected);
+        assert_eq!(classify(Some(422)), Verdict::Rejected);
+        for s in [Some(408), Some(429), Some(500), Some(503), None] {
+            assert_eq!(classify(s), Verdict::Retry(Failure::Unavailable), "{s:?}");
+        }
+    }
 
     #[test]
     fn backoff_grows_caps_and_jitters_within_bounds() {

@@ -2,15 +2,23 @@
 //! machine_id) before the offsets it reflects are committed, like a Kafka Streams changelog.
 //! Whoever is assigned the partition next, on this host or another, restores the windows and
 //! resumes forecasting at once instead of after `window` new rows.
+//!
+//! The topic needs `cleanup.policy=compact` and the replication the cluster requires; ingest
+//! creates it with `--checkpoint-partitions` and `--checkpoint-replication` when missing.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+use crate::config::Config;
+use crate::offsets::Ledger;
+use crate::pipeline::Pipeline;
 use crate::window::{Columns, MachineWindow, WindowStore};
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -146,6 +154,130 @@ pub fn read_latest(
         }
     }
     Ok(latest)
+}
+
+/// Creates the compacted checkpoint topic if it does not exist, with the configured partitions
+/// and replication factor (-1: the cluster's default).
+pub async fn ensure_topic(config: &Config) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        maintcast_common::kafka::client_config(&config.brokers).create()?;
+    let t = &config.topics.checkpoint;
+    let topic = NewTopic::new(
+        t,
+        config.checkpoint_partitions,
+        TopicReplication::Fixed(config.checkpoint_replication),
+    )
+    .set("cleanup.policy", "compact");
+    let results = admin
+        .create_topics(
+            [&topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .context("creating the checkpoint topic")?;
+    for r in results {
+        if let Err((t, code)) = r
+            && code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists
+        {
+            anyhow::bail!(
+                "creating checkpoint topic {t} ({} partitions, replication {}): {code}; set \
+                 --checkpoint-replication to what the cluster allows, or create the topic \
+                 (cleanup.policy=compact) beforehand",
+                config.checkpoint_partitions,
+                config.checkpoint_replication
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Writes the changed windows of owned partitions and waits for every delivery. False when one
+/// was not delivered: the caller then postpones the commit (a committed offset must never be
+/// ahead of the windows).
+pub async fn write_dirty(
+    config: &Config,
+    producer: &FutureProducer,
+    pipeline: &mut Pipeline,
+    ledger: &Ledger,
+) -> bool {
+    let mut pending = Vec::new();
+    for (id, w) in pipeline.dirty() {
+        let tp = (config.topics.telemetry.clone(), w.partition);
+        if !ledger.owns(&tp) {
+            continue;
+        }
+        let next = ledger.position(&tp).unwrap_or(0);
+        let body = encode(pipeline.store().features(), w, next);
+        let record = FutureRecord::<[u8], [u8]>::to(&config.topics.checkpoint)
+            .key(id.as_bytes())
+            .payload(&body);
+        match producer.send_result(record) {
+            Ok(f) => pending.push(f),
+            Err((e, _)) => {
+                tracing::warn!(error = %e, "checkpoint not queued; commit postponed");
+                return false;
+            }
+        }
+    }
+    for f in futures::future::join_all(pending).await {
+        if !matches!(f, Ok(Ok(_))) {
+            tracing::warn!("checkpoint not delivered; commit postponed");
+            return false;
+        }
+    }
+    pipeline.checkpointed();
+    true
+}
+
+/// Restores the windows of newly assigned telemetry partitions. A failed read is retried with
+/// backoff (consumption waits meanwhile) rather than ending the service: without the windows
+/// the next `window` rows of each machine would get no forecast.
+pub async fn restore(
+    config: &Config,
+    partitions: &HashSet<i32>,
+    pipeline: &mut Pipeline,
+    shutdown: &maintcast_common::shutdown::Shutdown,
+) -> anyhow::Result<()> {
+    let client = maintcast_common::kafka::client_config(&config.brokers)
+        .set("group.id", format!("{}-checkpoint-reader", config.group_id))
+        .clone();
+    let mut backoff =
+        maintcast_common::influx::Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+    let started = Instant::now();
+    let records = loop {
+        let (client, topic, parts) = (
+            client.clone(),
+            config.topics.checkpoint.clone(),
+            partitions.clone(),
+        );
+        let read = tokio::task::spawn_blocking(move || {
+            read_latest(&client, &topic, &parts, Duration::from_secs(60))
+        })
+        .await?;
+        match read {
+            Ok(r) => break r,
+            Err(e) if shutdown.is_triggered() => return Err(e.context("restoring windows")),
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "cannot read window checkpoints; consumption waits and retries"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    };
+    let mut restored = 0;
+    for (id, bytes) in records {
+        if let Some((w, next)) = decode(pipeline.store(), &bytes) {
+            pipeline.restore(id, w, next);
+            restored += 1;
+        }
+    }
+    tracing::info!(restored, partitions = ?partitions, ms = started.elapsed().as_millis() as u64, "windows restored");
+    Ok(())
 }
 
 #[cfg(test)]

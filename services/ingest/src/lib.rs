@@ -1,13 +1,27 @@
 //! The ingest service: Kafka telemetry -> per-machine windows -> batched inference -> InfluxDB
-//! forecasts (DESIGN.md "The shape", "Delivery").
+//! forecasts. Read the modules in the order data flows through them: `source` (Kafka in),
+//! `pipeline` (decoded rows -> windows -> forecast requests; pure), `infer`, `sink` (InfluxDB),
+//! `publish` (DLQ, alerts), `offsets` (what may be committed); `service` only wires them.
+//! The contracts (topics, messages, measurements, configuration) are in `docs/`.
 
 pub mod alerts;
 pub mod batch;
 pub mod checkpoint;
+pub mod config;
+pub mod infer;
+pub mod metrics;
 pub mod model;
+pub mod offsets;
+pub mod pipeline;
+pub mod publish;
 pub mod quality;
+pub mod schema;
 pub mod service;
 pub mod serving;
+pub mod sink;
+pub mod source;
 pub mod window;
 
-pub use service::{Config, Metrics, Topics, run};
+pub use config::{Config, ConfigError, Topics};
+pub use metrics::Metrics;
+pub use service::run;

@@ -229,7 +229,7 @@ pub async fn write_plan(
     }
     let mut writer = maintcast_common::influx::Writer::new(config)?;
     writer
-        .write(&points, shutdown, 2, |_| {})
+        .write(&points, shutdown, 2, |_, _| {})
         .await
         .context("writing maintenance_plan")?;
     Ok(points.len())

@@ -8,6 +8,7 @@ use std::time::Duration;
 use maintcast_common::influx::InfluxConfig;
 use maintcast_common::shutdown::Shutdown;
 use maintcast_ingest::alerts::AlertRule;
+use maintcast_ingest::config::defaults;
 
 /// Every flag is also `MAINTCAST_<NAME>`; the InfluxDB token only comes from the environment
 /// (`MAINTCAST_INFLUX_TOKEN` or `MAINTCAST_INFLUX_TOKEN_FILE`); Kafka client properties pass
@@ -20,59 +21,59 @@ pub struct Args {
         default_value = "127.0.0.1:19092"
     )]
     brokers: String,
-    #[arg(long, env = "MAINTCAST_GROUP_ID", default_value = "maintcast-ingest")]
+    #[arg(long, env = "MAINTCAST_GROUP_ID", default_value = defaults::GROUP_ID)]
     group_id: String,
-    #[arg(long, env = "MAINTCAST_TELEMETRY_TOPIC", default_value = "telemetry")]
+    #[arg(long, env = "MAINTCAST_TELEMETRY_TOPIC", default_value = defaults::TELEMETRY_TOPIC)]
     telemetry_topic: String,
     #[arg(
         long,
         env = "MAINTCAST_EVENTS_TOPIC",
-        default_value = "maintenance-events"
+        default_value = defaults::EVENTS_TOPIC
     )]
     events_topic: String,
-    #[arg(long, env = "MAINTCAST_DLQ_TOPIC", default_value = "telemetry-dlq")]
+    #[arg(long, env = "MAINTCAST_DLQ_TOPIC", default_value = defaults::DLQ_TOPIC)]
     dlq_topic: String,
     #[arg(
         long,
         env = "MAINTCAST_ALERTS_TOPIC",
-        default_value = "maintenance-alerts"
+        default_value = defaults::ALERTS_TOPIC
     )]
     alerts_topic: String,
     /// Compacted topic holding window checkpoints.
     #[arg(
         long,
         env = "MAINTCAST_CHECKPOINT_TOPIC",
-        default_value = "ingest-windows-checkpoint"
+        default_value = defaults::CHECKPOINT_TOPIC
     )]
     checkpoint_topic: String,
-    /// Model registry directory (DESIGN.md "Models and the registry").
+    /// Model registry directory (layout in docs/).
     #[arg(long, env = "MAINTCAST_REGISTRY", default_value = "models/registry")]
     registry: PathBuf,
-    #[arg(long, env = "MAINTCAST_MODEL", default_value = "maintcast")]
+    #[arg(long, env = "MAINTCAST_MODEL", default_value = defaults::MODEL)]
     model: String,
     /// cpu, cuda:N or auto.
-    #[arg(long, env = "MAINTCAST_DEVICE", default_value = "cpu")]
+    #[arg(long, env = "MAINTCAST_DEVICE", default_value = defaults::DEVICE)]
     device: String,
     /// Windows per inference batch.
-    #[arg(long, env = "MAINTCAST_BATCH_SIZE", default_value_t = 64)]
+    #[arg(long, env = "MAINTCAST_BATCH_SIZE", default_value_t = defaults::BATCH_SIZE)]
     batch_size: usize,
     /// Longest wait for a batch to fill.
-    #[arg(long, env = "MAINTCAST_LINGER", default_value = "20ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MAINTCAST_LINGER", default_value = defaults::LINGER, value_parser = humantime::parse_duration)]
     linger: Duration,
     /// Forecast every k-th row of each machine.
-    #[arg(long, env = "MAINTCAST_STRIDE", default_value_t = 1)]
+    #[arg(long, env = "MAINTCAST_STRIDE", default_value_t = defaults::STRIDE)]
     stride: u64,
-    #[arg(long, env = "MAINTCAST_QUEUE_CAPACITY", default_value_t = 4096)]
+    #[arg(long, env = "MAINTCAST_QUEUE_CAPACITY", default_value_t = defaults::QUEUE_CAPACITY)]
     queue_capacity: usize,
-    #[arg(long, env = "MAINTCAST_WRITE_BATCH", default_value_t = 5000)]
+    #[arg(long, env = "MAINTCAST_WRITE_BATCH", default_value_t = defaults::WRITE_BATCH)]
     write_batch: usize,
-    #[arg(long, env = "MAINTCAST_COMMIT_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MAINTCAST_COMMIT_INTERVAL", default_value = defaults::COMMIT_INTERVAL, value_parser = humantime::parse_duration)]
     commit_interval: Duration,
-    #[arg(long, env = "MAINTCAST_RELOAD_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MAINTCAST_RELOAD_INTERVAL", default_value = defaults::RELOAD_INTERVAL, value_parser = humantime::parse_duration)]
     reload_interval: Duration,
-    #[arg(long, env = "MAINTCAST_ALERT_THRESHOLD_DAYS", default_value_t = 7.0)]
+    #[arg(long, env = "MAINTCAST_ALERT_THRESHOLD_DAYS", default_value_t = defaults::ALERT_THRESHOLD_DAYS, allow_negative_numbers = true)]
     alert_threshold_days: f64,
-    #[arg(long, env = "MAINTCAST_ALERT_HYSTERESIS_DAYS", default_value_t = 1.0)]
+    #[arg(long, env = "MAINTCAST_ALERT_HYSTERESIS_DAYS", default_value_t = defaults::ALERT_HYSTERESIS_DAYS, allow_negative_numbers = true)]
     alert_hysteresis_days: f64,
     /// Also write raw telemetry and maintenance events to InfluxDB.
     #[arg(long, env = "MAINTCAST_WRITE_RAW")]
@@ -82,8 +83,26 @@ pub struct Args {
     /// Largest accepted clock skew into the future; "off" disables the check (replays).
     #[arg(long, env = "MAINTCAST_MAX_FUTURE", default_value = "1day")]
     max_future: String,
-    #[arg(long, env = "MAINTCAST_HTTP_ADDR", default_value = "127.0.0.1:9464")]
+    #[arg(long, env = "MAINTCAST_HTTP_ADDR", default_value = defaults::HTTP_ADDR)]
     http_addr: SocketAddr,
+    /// How long shutdown (and a revoke) waits for outstanding writes before giving up.
+    #[arg(long, env = "MAINTCAST_DRAIN_TIMEOUT", default_value = defaults::DRAIN_TIMEOUT, value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+    /// Partitions of the checkpoint topic, when ingest creates it.
+    #[arg(long, env = "MAINTCAST_CHECKPOINT_PARTITIONS", default_value_t = defaults::CHECKPOINT_PARTITIONS)]
+    checkpoint_partitions: i32,
+    /// Replication factor of the checkpoint topic, when ingest creates it; -1 = the cluster's
+    /// default.replication.factor.
+    #[arg(long, env = "MAINTCAST_CHECKPOINT_REPLICATION", default_value_t = defaults::CHECKPOINT_REPLICATION, allow_negative_numbers = true)]
+    checkpoint_replication: i32,
+    /// Oldest accepted timestamp (RFC 3339 or "off"): catches epoch seconds sent as milliseconds,
+    /// which would land in January 1970.
+    #[arg(
+        long,
+        env = "MAINTCAST_MIN_TIMESTAMP",
+        default_value = "2000-01-01T00:00:00Z"
+    )]
+    min_timestamp: String,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -109,9 +128,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.device = args.device;
     config.batch_size = args.batch_size;
     config.linger = args.linger;
-    config.stride = args.stride.max(1);
-    config.queue_capacity = args.queue_capacity.max(1);
-    config.write_batch = args.write_batch.max(1);
+    config.stride = args.stride;
+    config.queue_capacity = args.queue_capacity;
+    config.write_batch = args.write_batch;
     config.commit_interval = args.commit_interval;
     config.reload_interval = args.reload_interval;
     config.alert = AlertRule {
@@ -122,6 +141,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.limits.max_bytes = args.max_message_bytes;
     config.limits.max_future_ms = max_future_ms;
     config.http_addr = args.http_addr;
+    config.drain_timeout = args.drain_timeout;
+    config.checkpoint_partitions = args.checkpoint_partitions;
+    config.checkpoint_replication = args.checkpoint_replication;
+    config.limits.min_ts_ms = match args.min_timestamp.as_str() {
+        "off" | "none" => None,
+        s => Some(
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map_err(|e| anyhow::anyhow!("--min-timestamp {s:?}: {e}"))?
+                .timestamp_millis(),
+        ),
+    };
+    // Refused before anything connects, with the flag named.
+    config.validate()?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,0 +1,333 @@
+//! Inference: forecast requests in, batched (size or linger, whichever first), scaled and run off
+//! the async runtime, forecasts out to the sink. The model may change between batches (hot reload
+//! of the registry's CURRENT), never within one.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use maintcast_proto::Forecast;
+use tokio::sync::mpsc;
+
+use crate::batch::Batcher;
+use crate::config::Config;
+use crate::metrics::{Metrics, labels};
+use crate::model::{Model, Prediction};
+use crate::offsets::Ack;
+use crate::pipeline::ForecastRequest;
+use crate::serving::ServingModel;
+use crate::sink::WriteItem;
+use crate::window::Columns;
+
+pub struct Inference {
+    pub model: Arc<dyn Model>,
+    pub config: Config,
+    pub device: candle_core::Device,
+    pub metrics: Metrics,
+    pub acks: mpsc::UnboundedSender<Ack>,
+}
+
+impl Inference {
+    pub async fn run(
+        self,
+        mut rx: mpsc::Receiver<ForecastRequest>,
+        tx: mpsc::Sender<WriteItem>,
+    ) -> anyhow::Result<()> {
+        let Inference {
+            mut model,
+            config,
+            device,
+            metrics,
+            acks,
+        } = self;
+        // Windows hold rows in the feature order of the model the service started with; a model
+        // reloaded since may list the same features in another order.
+        let window_features = model.features().to_vec();
+        // Where the serving model's features sit in a window row; None while they are in order.
+        let mut columns: Option<Arc<[usize]>> = None;
+        let mut batcher = Batcher::new(config.batch_size, config.linger);
+        let mut reloader = Reloader::new(&config, device);
+        loop {
+            let batch = match batcher.deadline() {
+                None => match rx.recv().await {
+                    Some(r) => batcher.push(r, Instant::now()),
+                    None => break,
+                },
+                Some(deadline) => {
+                    tokio::select! {
+                        r = rx.recv() => match r {
+                            Some(r) => batcher.push(r, Instant::now()),
+                            None => Some(batcher.take()),
+                        },
+                        _ = tokio::time::sleep_until(deadline.into()) => batcher.poll(Instant::now()),
+                    }
+                }
+            };
+            let Some(batch) = batch else { continue };
+            if batch.is_empty() {
+                break;
+            }
+            // Between batches: the only place the model may change, so a batch is all one version.
+            if let Some(m) = reloader.check(&model, &metrics).await {
+                columns = match Columns::between(&window_features, m.features()) {
+                    Columns::Reordered(map) => Some(map.into()),
+                    Columns::Same | Columns::Incompatible => None,
+                };
+                model = m;
+            }
+            metrics.batch_size.observe(batch.len() as f64);
+            let started = Instant::now();
+            let (batch, predictions) = predict(model.clone(), columns.clone(), batch).await?;
+            metrics
+                .inference_seconds
+                .observe(started.elapsed().as_secs_f64());
+            let predictions = predictions.context("inference failed")?;
+            for (r, p) in batch.into_iter().zip(predictions) {
+                match forecast(&*model, r, p) {
+                    Ok(f) => tx
+                        .send(WriteItem::Forecast(f))
+                        .await
+                        .map_err(|_| anyhow::anyhow!("writer stopped"))?,
+                    Err(r) => {
+                        // A NaN written as a number would read as "0 days: due now" and raise a
+                        // false alert; it is counted and dropped instead.
+                        metrics
+                            .forecasts_nonfinite
+                            .get_or_create(&labels(&[
+                                ("model", model.name()),
+                                ("model_version", model.version()),
+                            ]))
+                            .inc();
+                        tracing::error!(
+                            model = model.name(),
+                            version = model.version(),
+                            machine_id = r.machine_id,
+                            ts_ms = r.ts_ms,
+                            "the model returned a non-finite forecast; not written"
+                        );
+                        let _ = acks.send(Ack::Dropped(1));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Scales the batch's windows for `model` and runs it, off the async runtime.
+async fn predict(
+    model: Arc<dyn Model>,
+    columns: Option<Arc<[usize]>>,
+    batch: Vec<ForecastRequest>,
+) -> anyhow::Result<(Vec<ForecastRequest>, anyhow::Result<Vec<Prediction>>)> {
+    Ok(tokio::task::spawn_blocking(move || {
+        let (n, w, nf) = (batch.len(), model.window(), model.features().len());
+        let mut scaled = vec![0.0f32; n * w * nf];
+        let mut reordered = vec![0.0f32; nf];
+        for (i, r) in batch.iter().enumerate() {
+            for row in 0..w {
+                let at = (i * w + row) * nf;
+                let mut raw = &r.raw[row * nf..(row + 1) * nf];
+                if let Some(map) = &columns {
+                    for (dst, &j) in reordered.iter_mut().zip(map.iter()) {
+                        *dst = raw[j];
+                    }
+                    raw = &reordered;
+                }
+                model.scale_row(raw, &mut scaled[at..at + nf]);
+            }
+        }
+        let p = model.predict(&scaled, n);
+        (batch, p)
+    })
+    .await?)
+}
+
+/// The forecast for a request, or the request back when the model's output is not finite.
+fn forecast(
+    model: &dyn Model,
+    r: ForecastRequest,
+    p: Prediction,
+) -> Result<Forecast, ForecastRequest> {
+    if !(p.days.is_finite() && p.p10.is_finite() && p.p90.is_finite()) {
+        return Err(r);
+    }
+    let days = p.days as f64;
+    Ok(Forecast {
+        machine_id: r.machine_id,
+        ts_ms: r.ts_ms,
+        model: model.name().to_string(),
+        model_version: model.version().to_string(),
+        days_to_maintenance: days,
+        due_at: r.ts_ms.div_euclid(1000) + (days * 86_400.0).round() as i64,
+        days_p10: p.p10 as f64,
+        days_p90: p.p90 as f64,
+        window_rows: r.window_rows as u32,
+        machine_type: r.machine_type,
+        site: r.site,
+    })
+}
+
+/// Watches the registry's CURRENT and loads a new version when it moves.
+struct Reloader {
+    config: Config,
+    device: candle_core::Device,
+    last_check: Instant,
+    serving_dir: Option<PathBuf>,
+    refused: Option<PathBuf>,
+}
+
+impl Reloader {
+    fn new(config: &Config, device: candle_core::Device) -> Self {
+        Reloader {
+            serving_dir: maintcast_models::registry::current_version_dir(
+                &config.registry,
+                &config.model,
+            )
+            .ok(),
+            config: config.clone(),
+            device,
+            last_check: Instant::now(),
+            refused: None,
+        }
+    }
+
+    /// Loads CURRENT if it moved. A model that fails to load, or whose features (in any order)
+    /// or window differ from the serving one (the windows are shaped for it), is refused once
+    /// and the old one stays.
+    async fn check(
+        &mut self,
+        current: &Arc<dyn Model>,
+        metrics: &Metrics,
+    ) -> Option<Arc<dyn Model>> {
+        if self.last_check.elapsed() < self.config.reload_interval {
+            return None;
+        }
+        self.last_check = Instant::now();
+        let dir = maintcast_models::registry::current_version_dir(
+            &self.config.registry,
+            &self.config.model,
+        )
+        .ok()?;
+        if Some(&dir) == self.serving_dir.as_ref() || Some(&dir) == self.refused.as_ref() {
+            return None;
+        }
+        let (d, dev) = (dir.clone(), self.device.clone());
+        let loaded = tokio::task::spawn_blocking(move || ServingModel::load(&d, &dev))
+            .await
+            .ok()?;
+        let result = loaded.and_then(|m| {
+            anyhow::ensure!(
+                Columns::between(current.features(), m.features()) != Columns::Incompatible
+                    && m.window() == current.window(),
+                "its features {:?} or window {} differ from the serving model's ({:?}, {}); \
+                 restart ingest to adopt it",
+                m.features(),
+                m.window(),
+                current.features(),
+                current.window()
+            );
+            Ok(m)
+        });
+        match result {
+            Ok(m) => {
+                tracing::info!(from = current.version(), to = m.version(), "model reloaded");
+                metrics
+                    .model_reloads
+                    .get_or_create(&labels(&[("result", "ok")]))
+                    .inc();
+                self.serving_dir = Some(dir);
+                Some(Arc::new(m))
+            }
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = format!("{e:#}"), "refusing new model; the old one keeps serving");
+                metrics
+                    .model_reloads
+                    .get_or_create(&labels(&[("result", "refused")]))
+                    .inc();
+                self.refused = Some(dir);
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed;
+    impl Model for Fixed {
+        fn name(&self) -> &str {
+            "m"
+        }
+        fn version(&self) -> &str {
+            "v1"
+        }
+        fn features(&self) -> &[String] {
+            &[]
+        }
+        fn window(&self) -> usize {
+            1
+        }
+        fn min_rows(&self) -> usize {
+            1
+        }
+        fn neutral_raw(&self) -> Vec<f32> {
+            vec![]
+        }
+        fn scale_row(&self, _: &[f32], _: &mut [f32]) {}
+        fn predict(&self, _: &[f32], _: usize) -> anyhow::Result<Vec<Prediction>> {
+            unreachable!()
+        }
+    }
+
+    fn request() -> ForecastRequest {
+        ForecastRequest {
+            machine_id: "m1".into(),
+            ts_ms: 86_400_000,
+            window_rows: 1,
+            raw: vec![],
+            machine_type: None,
+            site: None,
+        }
+    }
+
+    #[test]
+    fn non_finite_output_is_never_a_forecast() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for p in [
+                Prediction {
+                    days: bad,
+                    p10: 1.0,
+                    p90: 2.0,
+                },
+                Prediction {
+                    days: 1.5,
+                    p10: bad,
+                    p90: 2.0,
+                },
+                Prediction {
+                    days: 1.5,
+                    p10: 1.0,
+                    p90: bad,
+                },
+            ] {
+                assert!(forecast(&Fixed, request(), p).is_err(), "{p:?}");
+            }
+        }
+        let f = forecast(
+            &Fixed,
+            request(),
+            Prediction {
+                days: 1.5,
+                p10: 1.0,
+                p90: 2.0,
+            },
+        )
+        .unwrap();
+        assert_eq!(f.due_at, 86_400 + 129_600);
+        assert_eq!(f.model_version, "v1");
+    }
+}
