@@ -377,7 +377,11 @@ fn fleet_points(fleet: &Fleet) -> Vec<DataPoint> {
     for (made, choices) in [
         (
             fleet.last - Duration::hours(2),
-            vec![(0, "scheduled", 3), (1, "scheduled", 4), (4, "scheduled", 5)],
+            vec![
+                (0, "scheduled", 3),
+                (1, "scheduled", 4),
+                (4, "scheduled", 5),
+            ],
         ),
         (fleet.last - Duration::minutes(20), plan_choices()),
     ] {
@@ -668,7 +672,9 @@ fn check(key: &str, rows: &[Row], fleet: &Fleet) -> Result<(), String> {
                 .map(|&(m, st, d)| (fleet.machines[m].id.clone(), st.to_string(), d as f64))
                 .collect();
             if got != expected {
-                return fail(format!("(machine, status, day) {got:?}, expected {expected:?}"));
+                return fail(format!(
+                    "(machine, status, day) {got:?}, expected {expected:?}"
+                ));
             }
             for r in rows {
                 let m = fleet

@@ -74,7 +74,13 @@ async fn setup() -> Setup {
     for (i, (site, kind, days)) in FLEET.iter().enumerate() {
         let id = format!("{prefix}-{kind}-{i}");
         // An older forecast that said "due at once": the planner must use the newest.
-        points.push(forecast(&id, site, kind, 0.1, (now_ms - 6 * 3_600_000) * 1_000_000));
+        points.push(forecast(
+            &id,
+            site,
+            kind,
+            0.1,
+            (now_ms - 6 * 3_600_000) * 1_000_000,
+        ));
         points.push(forecast(&id, site, kind, *days, now_ms * 1_000_000));
         ids.push(id);
     }
@@ -122,9 +128,10 @@ fn request(now_ms: i64, capacity: Capacity) -> Request {
 async fn a_plan_from_real_forecasts_respects_capacity_and_goes_back_to_influx() {
     let s = setup().await;
     let client = s.env.client();
-    let (plan, suggestions) = plan_from_influx(&client, &s.bucket, &request(s.now_ms, Capacity::fleet(1)))
-        .await
-        .expect("plan");
+    let (plan, suggestions) =
+        plan_from_influx(&client, &s.bucket, &request(s.now_ms, Capacity::fleet(1)))
+            .await
+            .expect("plan");
 
     // Every machine, from its newest forecast.
     assert_eq!(plan.choices.len(), FLEET.len());
@@ -141,21 +148,43 @@ async fn a_plan_from_real_forecasts_respects_capacity_and_goes_back_to_influx() 
     unique_days.dedup();
     assert_eq!(days.len(), unique_days.len(), "{days:?}");
     assert_eq!(days.len(), 6);
-    let far = plan.choices.iter().find(|c| c.machine_id == s.ids[6]).unwrap();
+    let far = plan
+        .choices
+        .iter()
+        .find(|c| c.machine_id == s.ids[6])
+        .unwrap();
     assert_eq!(far.status, Status::NotDue);
     // Three aarhus machines must go by day 1 and there are two slots until then: the most urgent
     // two make it, the rest of the fleet queues behind them, late.
-    assert_eq!((plan.count(Status::Scheduled), plan.count(Status::Late)), (2, 4));
+    assert_eq!(
+        (plan.count(Status::Scheduled), plan.count(Status::Late)),
+        (2, 4)
+    );
     for i in [0, 1] {
-        let c = plan.choices.iter().find(|c| c.machine_id == s.ids[i]).unwrap();
+        let c = plan
+            .choices
+            .iter()
+            .find(|c| c.machine_id == s.ids[i])
+            .unwrap();
         assert_eq!(c.status, Status::Scheduled, "{}", c.reason);
         assert!(c.day.unwrap() <= 1, "{}", c.reason);
     }
-    let late = plan.choices.iter().find(|c| c.machine_id == s.ids[2]).unwrap();
-    assert!(late.reason.contains("days 0..=1 are full"), "{}", late.reason);
+    let late = plan
+        .choices
+        .iter()
+        .find(|c| c.machine_id == s.ids[2])
+        .unwrap();
+    assert!(
+        late.reason.contains("days 0..=1 are full"),
+        "{}",
+        late.reason
+    );
 
     // Interval per type from the events: pumps needed maintenance after 10 and 20 days.
-    let by_type: BTreeMap<&str, _> = suggestions.iter().map(|g| (g.machine_type.as_str(), g)).collect();
+    let by_type: BTreeMap<&str, _> = suggestions
+        .iter()
+        .map(|g| (g.machine_type.as_str(), g))
+        .collect();
     let pump = by_type["pump"];
     assert_eq!((pump.cycles, pump.needed), (3, 2), "{pump:?}");
     assert_eq!(pump.interval_days, Some(10.0));
@@ -171,7 +200,9 @@ async fn a_plan_from_real_forecasts_respects_capacity_and_goes_back_to_influx() 
         token_file: None,
     };
     let made = s.now_ms + 60_000;
-    let n = write_plan(&config, &plan, made, &Shutdown::new()).await.expect("write");
+    let n = write_plan(&config, &plan, made, &Shutdown::new())
+        .await
+        .expect("write");
     assert_eq!(n, 6);
     let rows = s
         .env
@@ -219,9 +250,15 @@ async fn per_site_capacity_from_real_forecasts() {
             *load.entry((c.group.clone(), d)).or_default() += 1;
         }
     }
-    assert!(load.iter().all(|((g, _), n)| *n <= capacity.slots(g)), "{load:?}");
+    assert!(
+        load.iter().all(|((g, _), n)| *n <= capacity.slots(g)),
+        "{load:?}"
+    );
     // Lyon's two slots are used on one day by its two most urgent machines.
-    assert!(load.iter().any(|((g, _), n)| g == "lyon" && *n == 2), "{load:?}");
+    assert!(
+        load.iter().any(|((g, _), n)| g == "lyon" && *n == 2),
+        "{load:?}"
+    );
     assert!(load.keys().all(|(g, _)| g == "lyon" || g == "aarhus"));
     delete_bucket(&s.env, &s.bucket).await;
 }

@@ -271,7 +271,10 @@ mod feature_stats_tests {
         assert_eq!((s[0].min, s[0].max, s[0].mean), (1.0, 100.0, 50.5));
         assert!((s[0].std - 28.866_07).abs() < 1e-4, "{}", s[0].std);
         assert_eq!((s[0].p01, s[0].p50, s[0].p99), (1.0, 50.0, 99.0));
-        assert_eq!((s[1].min, s[1].max, s[1].std, s[1].p99), (5.0, 5.0, 0.0, 5.0));
+        assert_eq!(
+            (s[1].min, s[1].max, s[1].std, s[1].p99),
+            (5.0, 5.0, 0.0, 5.0)
+        );
         assert!(FeatureStats::of_rows(&[], 3).is_empty());
     }
 }

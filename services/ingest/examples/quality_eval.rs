@@ -115,7 +115,9 @@ fn main() -> anyhow::Result<()> {
     let faults = SensorFaultConfig {
         drop_value_prob: args
             .get(2)
-            .map_or(Ok(SensorFaultConfig::default().drop_value_prob), |a| a.parse())?,
+            .map_or(Ok(SensorFaultConfig::default().drop_value_prob), |a| {
+                a.parse()
+            })?,
         ..SensorFaultConfig::default()
     };
     let cfg = QualityConfig::default();
@@ -190,8 +192,8 @@ fn main() -> anyhow::Result<()> {
             let mut row_faulty = false;
             for s in 0..NF {
                 let bits = q.flags[s];
-                let dropped_share = m.dropped.iter().filter(|d| d[s]).count() as f32
-                    / m.dropped.len() as f32;
+                let dropped_share =
+                    m.dropped.iter().filter(|d| d[s]).count() as f32 / m.dropped.len() as f32;
                 let t_stuck = f.is_stuck(s);
                 let t_drift = f.is_drifting(s);
                 let t_material = t_drift && f.drift[s].abs() >= stats[s].std;
@@ -223,9 +225,10 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let sum = |f: fn(&Machine) -> &[Episodes; NF]| {
-        state.iter().flat_map(|m| f(m).iter()).fold((0, 0), |(t, d), e| {
-            (t + e.total, d + e.detected)
-        })
+        state
+            .iter()
+            .flat_map(|m| f(m).iter())
+            .fold((0, 0), |(t, d), e| (t + e.total, d + e.detected))
     };
     let (stuck_total, stuck_found) = sum(|m| &m.stuck_ep);
     let (drift_total, drift_found) = sum(|m| &m.drift_ep);
@@ -238,9 +241,18 @@ fn main() -> anyhow::Result<()> {
     println!("|---|---|---:|---:|---:|---:|---:|");
     println!("{}", stuck.row("stuck", "frozen value"));
     println!("{}", drift.row("drift", "drift running (any offset)"));
-    println!("{}", drift_material.row("drift", "drift offset >= 1 training std"));
-    println!("{}", missing.row("missing", "dropped share in window > threshold"));
-    println!("{}", any.row("any flag", "stuck, material drift or missing"));
+    println!(
+        "{}",
+        drift_material.row("drift", "drift offset >= 1 training std")
+    );
+    println!(
+        "{}",
+        missing.row("missing", "dropped share in window > threshold")
+    );
+    println!(
+        "{}",
+        any.row("any flag", "stuck, material drift or missing")
+    );
     println!(
         "\nepisodes detected (any row flagged): stuck {stuck_found}/{stuck_total} ({:.1}%), material drift {drift_found}/{drift_total} ({:.1}%)",
         100.0 * stuck_found as f64 / stuck_total.max(1) as f64,

@@ -154,8 +154,13 @@ impl MachineQuality {
             if newest < s.min - margin || newest > s.max + margin {
                 flags[f] |= flag::OUT_OF_RANGE;
             }
-            let mean = (0..rows).map(|r| f64::from(window[r * nf + f])).sum::<f64>() / rows as f64;
-            if s.std > 0.0 && ((mean - f64::from(s.mean)) / f64::from(s.std)).abs() > f64::from(cfg.drift_z) {
+            let mean = (0..rows)
+                .map(|r| f64::from(window[r * nf + f]))
+                .sum::<f64>()
+                / rows as f64;
+            if s.std > 0.0
+                && ((mean - f64::from(s.mean)) / f64::from(s.std)).abs() > f64::from(cfg.drift_z)
+            {
                 flags[f] |= flag::DRIFT;
             }
         }
@@ -197,7 +202,10 @@ impl Quality {
         for (f, &bits) in self.flags.iter().enumerate() {
             for (bit, name) in flag::ALL {
                 if bits & bit != 0 {
-                    out.push(format!("{}:{name}", features.get(f).map_or("?", String::as_str)));
+                    out.push(format!(
+                        "{}:{name}",
+                        features.get(f).map_or("?", String::as_str)
+                    ));
                 }
             }
         }
@@ -242,14 +250,19 @@ mod tests {
     #[test]
     fn a_healthy_machine_is_clean() {
         let mut q = MachineQuality::new(2);
-        let rows: Vec<[f32; 2]> = (0..60).map(|i| [10.0 + (i % 7) as f32 * 0.1, 50.0 + (i % 3) as f32]).collect();
+        let rows: Vec<[f32; 2]> = (0..60)
+            .map(|i| [10.0 + (i % 7) as f32 * 0.1, 50.0 + (i % 3) as f32])
+            .collect();
         let w = feed(&mut q, &rows);
         let st = [stats(9.0, 12.0, 10.3, 0.5), stats(45.0, 55.0, 51.0, 2.0)];
         let got = q.assess(&w, &st, &QualityConfig::default());
         assert_eq!(got.flags, [0, 0]);
         assert_eq!(got.score, 1.0);
         assert!(!got.low_confidence(&QualityConfig::default()));
-        assert_eq!(got.widen(&QualityConfig::default(), 5.0, 3.0, 8.0), (3.0, 8.0));
+        assert_eq!(
+            got.widen(&QualityConfig::default(), 5.0, 3.0, 8.0),
+            (3.0, 8.0)
+        );
         assert_eq!(got.describe(&["a".into(), "b".into()]), "");
     }
 
@@ -260,7 +273,9 @@ mod tests {
         let names = ["vib".to_string(), "temp".to_string()];
         // Stuck: five repeats are noise-compatible, six are not.
         let mut q = MachineQuality::new(2);
-        let mut rows: Vec<[f32; 2]> = (0..20).map(|i| [10.0 + i as f32 * 0.01, 50.0 + (i % 3) as f32]).collect();
+        let mut rows: Vec<[f32; 2]> = (0..20)
+            .map(|i| [10.0 + i as f32 * 0.01, 50.0 + (i % 3) as f32])
+            .collect();
         rows.extend((0..5).map(|i| [10.5, 50.0 + (i % 3) as f32]));
         let w = feed(&mut q, &rows);
         assert_eq!(q.assess(&w, &st, &cfg).flags, [0, 0]);
@@ -278,27 +293,47 @@ mod tests {
 
         // Out of range: span 10, margin 1: 56 is in, 56.5 out.
         let mut q = MachineQuality::new(2);
-        let mut rows: Vec<[f32; 2]> = (0..30).map(|i| [10.0 + i as f32 * 0.01, 50.0 + (i % 3) as f32]).collect();
+        let mut rows: Vec<[f32; 2]> = (0..30)
+            .map(|i| [10.0 + i as f32 * 0.01, 50.0 + (i % 3) as f32])
+            .collect();
         rows.push([10.4, 56.0]);
         assert_eq!(q.assess(&feed(&mut q, &rows), &st, &cfg).flags, [0, 0]);
         let mut q = MachineQuality::new(2);
         rows.push([10.45, 56.5]);
-        assert_eq!(q.assess(&feed(&mut q, &rows), &st, &cfg).flags, [0, flag::OUT_OF_RANGE]);
+        assert_eq!(
+            q.assess(&feed(&mut q, &rows), &st, &cfg).flags,
+            [0, flag::OUT_OF_RANGE]
+        );
 
         // Missing: 12 of 60 (20%) is tolerated, 13 is not.
         for (extra, want) in [(None, 0), (Some(3), flag::MISSING)] {
             let mut q = MachineQuality::new(2);
             let hole = |i: usize| i % 5 == 1 || Some(i) == extra;
             let rows: Vec<[f32; 2]> = (0..60)
-                .map(|i| [if hole(i) { f32::NAN } else { 10.0 + i as f32 * 0.01 }, 50.0 + (i % 3) as f32])
+                .map(|i| {
+                    [
+                        if hole(i) {
+                            f32::NAN
+                        } else {
+                            10.0 + i as f32 * 0.01
+                        },
+                        50.0 + (i % 3) as f32,
+                    ]
+                })
                 .collect();
-            assert_eq!(q.assess(&feed(&mut q, &rows), &st, &cfg).flags, [want, 0], "{extra:?}");
+            assert_eq!(
+                q.assess(&feed(&mut q, &rows), &st, &cfg).flags,
+                [want, 0],
+                "{extra:?}"
+            );
         }
 
         // Drift: the window's mean of temp 3 std above training (51 + 6 = 57 would also be out
         // of range, so the test drifts vib: mean 10.3 + 3.2 * 0.5 = 11.9, still in range).
         let mut q = MachineQuality::new(2);
-        let rows: Vec<[f32; 2]> = (0..60).map(|i| [11.9 + (i % 2) as f32 * 0.01 - 0.005, 50.0 + (i % 3) as f32]).collect();
+        let rows: Vec<[f32; 2]> = (0..60)
+            .map(|i| [11.9 + (i % 2) as f32 * 0.01 - 0.005, 50.0 + (i % 3) as f32])
+            .collect();
         let got = q.assess(&feed(&mut q, &rows), &st, &cfg);
         assert_eq!(got.flags, [flag::DRIFT, 0]);
         assert_eq!(got.describe(&names), "vib:drift");

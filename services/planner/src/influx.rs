@@ -210,10 +210,7 @@ pub async fn plan_from_influx(
         .map(|f| (f.machine_id.clone(), f.ts_ms))
         .collect();
     let history = event_history(client, bucket, req.history_lookback, &types, &seen).await?;
-    Ok((
-        plan,
-        crate::interval::suggest(&history, req.interval_risk),
-    ))
+    Ok((plan, crate::interval::suggest(&history, req.interval_risk)))
 }
 
 /// Writes the plan's points (retrying while InfluxDB is unreachable, until `shutdown`).

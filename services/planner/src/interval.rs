@@ -169,9 +169,27 @@ mod tests {
     #[test]
     fn kaplan_meier_matches_the_published_6mp_table() {
         let data = [
-            (6, true), (6, true), (6, true), (6, false), (7, true), (9, false), (10, true),
-            (10, false), (11, false), (13, true), (16, true), (17, false), (19, false), (20, false),
-            (22, true), (23, true), (25, false), (32, false), (32, false), (34, false), (35, false),
+            (6, true),
+            (6, true),
+            (6, true),
+            (6, false),
+            (7, true),
+            (9, false),
+            (10, true),
+            (10, false),
+            (11, false),
+            (13, true),
+            (16, true),
+            (17, false),
+            (19, false),
+            (20, false),
+            (22, true),
+            (23, true),
+            (25, false),
+            (32, false),
+            (32, false),
+            (34, false),
+            (35, false),
         ];
         let cycles: Vec<Cycle> = data.iter().map(|&(t, n)| c(t as f64, n)).collect();
         let km = kaplan_meier(&cycles);
@@ -203,7 +221,10 @@ mod tests {
             ],
             last_seen_ms: Some(50 * d),
         };
-        assert_eq!(cycles(&m), vec![c(20.0, false), c(12.0, true), c(8.0, false)]);
+        assert_eq!(
+            cycles(&m),
+            vec![c(20.0, false), c(12.0, true), c(8.0, false)]
+        );
     }
 
     #[test]

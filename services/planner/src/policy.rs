@@ -155,6 +155,9 @@ mod tests {
         assert_eq!(o.days_lost(), 5.5);
         assert!((o.availability() - 0.945).abs() < 1e-12);
         let t = table(&[o]);
-        assert!(t.contains("| p | 2 | 3 (1) | 4.0 + 1.5 = **5.5** | 94.50% | 0.50 |"), "{t}");
+        assert!(
+            t.contains("| p | 2 | 3 (1) | 4.0 + 1.5 = **5.5** | 94.50% | 0.50 |"),
+            "{t}"
+        );
     }
 }

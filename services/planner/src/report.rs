@@ -50,7 +50,8 @@ pub fn table(plan: &Plan, suggestions: &[Suggestion], all: bool) -> String {
             s,
             "{:>3}  {:<10} {:<16} {:<11} {:<8} {:<11} {:>4.0}% {:>6.1} {:>6.1}..{:<6.1}  {}",
             ch.day.map_or("-".into(), |d| d.to_string()),
-            ch.slot_ms.map_or("-".into(), |ms| rfc3339(ms)[..10].to_string()),
+            ch.slot_ms
+                .map_or("-".into(), |ms| rfc3339(ms)[..10].to_string()),
             ch.machine_id,
             opt(&ch.machine_type),
             opt(&ch.site),
@@ -77,8 +78,7 @@ pub fn table(plan: &Plan, suggestions: &[Suggestion], all: bool) -> String {
                 s,
                 "  {:<11} {:>8}  {}",
                 g.machine_type,
-                g.interval_days
-                    .map_or("-".into(), |d| format!("{d:.1} d")),
+                g.interval_days.map_or("-".into(), |d| format!("{d:.1} d")),
                 g.reason
             );
         }
@@ -185,7 +185,10 @@ mod tests {
         assert_eq!(v["plan"]["choices"][0]["status"], "scheduled");
         assert_eq!(v["plan"]["config"]["capacity"]["slots_per_day"], 1);
         let t = table(&p, &[], false);
-        assert!(t.contains("1 scheduled, 0 late, 0 without a slot, 1 not due"), "{t}");
+        assert!(
+            t.contains("1 scheduled, 0 late, 0 without a slot, 1 not due"),
+            "{t}"
+        );
         assert!(!t.contains(" b "), "{t}");
     }
 }

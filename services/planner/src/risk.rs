@@ -48,7 +48,12 @@ impl DueDate {
     /// The day (from the forecast's time) by which the machine comes due with probability `p`.
     pub fn quantile(&self, p: f64) -> f64 {
         let z = normal_quantile(p);
-        self.median + z * if z < 0.0 { self.sigma_lo } else { self.sigma_hi }
+        self.median
+            + z * if z < 0.0 {
+                self.sigma_lo
+            } else {
+                self.sigma_hi
+            }
     }
 }
 
@@ -85,7 +90,11 @@ mod tests {
             (Z90, 0.9),
             (-3.0, 0.001_349_898_032),
         ] {
-            assert!((normal_cdf(z) - want).abs() < 1e-9, "{z}: {}", normal_cdf(z));
+            assert!(
+                (normal_cdf(z) - want).abs() < 1e-9,
+                "{z}: {}",
+                normal_cdf(z)
+            );
             assert!((normal_quantile(want) - z).abs() < 1e-7, "{want}");
         }
     }

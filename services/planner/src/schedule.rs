@@ -52,7 +52,9 @@ impl std::str::FromStr for GroupBy {
             "fleet" => Ok(GroupBy::Fleet),
             "site" => Ok(GroupBy::Site),
             "type" | "machine_type" => Ok(GroupBy::MachineType),
-            _ => Err(format!("unknown grouping {s:?} (expected fleet, site or type)")),
+            _ => Err(format!(
+                "unknown grouping {s:?} (expected fleet, site or type)"
+            )),
         }
     }
 }
@@ -349,7 +351,11 @@ pub fn plan(forecasts: &[MachineForecast], cfg: &PlanConfig) -> Result<Plan, Pla
         let risk = match day {
             Some(d) => c.risk[d],
             None if status == Status::NotDue => c.risk[horizon - 1],
-            None => c.risk[c.deadline.map_or(horizon - 1, |d| d.clamp(0, horizon as i64 - 1) as usize)],
+            None => {
+                c.risk[c
+                    .deadline
+                    .map_or(horizon - 1, |d| d.clamp(0, horizon as i64 - 1) as usize)]
+            }
         };
         choices.push(Choice {
             machine_id: f.machine_id.clone(),
@@ -366,12 +372,18 @@ pub fn plan(forecasts: &[MachineForecast], cfg: &PlanConfig) -> Result<Plan, Pla
         });
     }
     choices.sort_by(|a, b| {
-        (a.day.is_none(), a.status == Status::NotDue, a.day, &a.machine_id).cmp(&(
-            b.day.is_none(),
-            b.status == Status::NotDue,
-            b.day,
-            &b.machine_id,
-        ))
+        (
+            a.day.is_none(),
+            a.status == Status::NotDue,
+            a.day,
+            &a.machine_id,
+        )
+            .cmp(&(
+                b.day.is_none(),
+                b.status == Status::NotDue,
+                b.day,
+                &b.machine_id,
+            ))
     });
     Ok(Plan {
         config: cfg.clone(),
@@ -415,7 +427,10 @@ mod tests {
         // p10 at 5 d: the 10% point. Slots at 0.33 + d days: day 4 (4.33 d) is within, day 5 not.
         let p = plan(&[fc("m1", 8.0, 5.0, 12.0)], &cfg(1, 14)).unwrap();
         let c = choice(&p, "m1");
-        assert_eq!((c.status, c.day, c.deadline_day), (Status::Scheduled, Some(4), Some(4)));
+        assert_eq!(
+            (c.status, c.day, c.deadline_day),
+            (Status::Scheduled, Some(4), Some(4))
+        );
         assert!(c.risk <= 0.1 && c.risk > 0.05, "{}", c.risk);
         assert_eq!(c.slot_ms, Some(T0 + DAY_MS / 3 + 4 * DAY_MS));
         assert!(c.reason.contains("after day 4"), "{}", c.reason);
@@ -428,27 +443,43 @@ mod tests {
     fn machines_far_from_due_are_not_planned() {
         let p = plan(&[fc("m1", 40.0, 30.0, 50.0)], &cfg(1, 14)).unwrap();
         let c = choice(&p, "m1");
-        assert_eq!((c.status, c.day, c.deadline_day), (Status::NotDue, None, None));
+        assert_eq!(
+            (c.status, c.day, c.deadline_day),
+            (Status::NotDue, None, None)
+        );
         assert!(c.reason.contains("not planned"), "{}", c.reason);
     }
 
     #[test]
     fn capacity_is_never_exceeded_and_deadlines_are_met_when_possible() {
         // Five machines with the same deadline (day 4) and one slot a day: days 0..=4 each get one.
-        let fleet: Vec<_> = (0..5).map(|i| fc(&format!("m{i}"), 8.0, 5.0, 12.0)).collect();
+        let fleet: Vec<_> = (0..5)
+            .map(|i| fc(&format!("m{i}"), 8.0, 5.0, 12.0))
+            .collect();
         let p = plan(&fleet, &cfg(1, 14)).unwrap();
         let mut days: Vec<u32> = p.choices.iter().map(|c| c.day.unwrap()).collect();
         days.sort();
         assert_eq!(days, [0, 1, 2, 3, 4]);
         assert!(p.choices.iter().all(|c| c.status == Status::Scheduled));
         let pushed = p.choices.iter().find(|c| c.day == Some(0)).unwrap();
-        assert!(pushed.reason.contains("days 1..=4 are full"), "{}", pushed.reason);
+        assert!(
+            pushed.reason.contains("days 1..=4 are full"),
+            "{}",
+            pushed.reason
+        );
         // A sixth cannot make day 4: it goes late, on day 5.
         let mut fleet = fleet;
         fleet.push(fc("m5", 8.0, 5.0, 12.0));
         let p = plan(&fleet, &cfg(1, 14)).unwrap();
         assert_eq!(p.count(Status::Late), 1);
-        assert_eq!(p.choices.iter().find(|c| c.status == Status::Late).unwrap().day, Some(5));
+        assert_eq!(
+            p.choices
+                .iter()
+                .find(|c| c.status == Status::Late)
+                .unwrap()
+                .day,
+            Some(5)
+        );
         // The tight machine is served before the loose ones take its days.
         let mixed = vec![
             fc("loose1", 8.0, 5.0, 12.0),
@@ -457,7 +488,9 @@ mod tests {
         ];
         let p = plan(&mixed, &cfg(1, 14)).unwrap();
         assert_eq!(choice(&p, "tight").status, Status::Scheduled);
-        assert!(choice(&p, "tight").day.unwrap() <= choice(&p, "tight").deadline_day.unwrap() as u32);
+        assert!(
+            choice(&p, "tight").day.unwrap() <= choice(&p, "tight").deadline_day.unwrap() as u32
+        );
     }
 
     #[test]
@@ -473,8 +506,14 @@ mod tests {
             let fleet: Vec<MachineForecast> = (0..n)
                 .map(|i| {
                     let days = rnd() * 20.0 - 2.0;
-                    let mut f = fc(&format!("m{i}{}", if rnd() < 0.5 { 'a' } else { 'b' }), days, days - rnd() * 4.0, days + rnd() * 6.0);
-                    f.machine_type = Some(["pump", "press", "compressor"][(rnd() * 3.0) as usize].into());
+                    let mut f = fc(
+                        &format!("m{i}{}", if rnd() < 0.5 { 'a' } else { 'b' }),
+                        days,
+                        days - rnd() * 4.0,
+                        days + rnd() * 6.0,
+                    );
+                    f.machine_type =
+                        Some(["pump", "press", "compressor"][(rnd() * 3.0) as usize].into());
                     f
                 })
                 .collect();
@@ -491,7 +530,9 @@ mod tests {
                 }
                 assert_eq!(ch.group, c.capacity.group_of(&ch.forecast));
                 match ch.status {
-                    Status::Scheduled => assert!(ch.day.unwrap() as i64 <= ch.deadline_day.unwrap()),
+                    Status::Scheduled => {
+                        assert!(ch.day.unwrap() as i64 <= ch.deadline_day.unwrap())
+                    }
                     Status::Late => assert!(ch.day.unwrap() as i64 > ch.deadline_day.unwrap()),
                     Status::NoCapacity | Status::NotDue => assert!(ch.day.is_none()),
                 }
@@ -501,8 +542,10 @@ mod tests {
             }
             // Nothing is left without a slot while its group still has a free one.
             for ch in p.choices.iter().filter(|c| c.status == Status::NoCapacity) {
-                let full = (0..c.horizon_days)
-                    .all(|d| load.get(&(ch.group.clone(), d)).copied().unwrap_or(0) >= c.capacity.slots(&ch.group));
+                let full = (0..c.horizon_days).all(|d| {
+                    load.get(&(ch.group.clone(), d)).copied().unwrap_or(0)
+                        >= c.capacity.slots(&ch.group)
+                });
                 assert!(full, "round {round}: {} left out", ch.machine_id);
             }
         }
@@ -517,9 +560,15 @@ mod tests {
         ];
         let p = plan(&fleet, &cfg(1, 7)).unwrap();
         let b = choice(&p, "b");
-        assert_eq!((b.status, b.day, b.deadline_day), (Status::Late, Some(0), Some(-1)));
+        assert_eq!(
+            (b.status, b.day, b.deadline_day),
+            (Status::Late, Some(0), Some(-1))
+        );
         assert!(b.reason.contains("already"), "{}", b.reason);
-        assert_eq!((choice(&p, "a").status, choice(&p, "a").day), (Status::Late, Some(1)));
+        assert_eq!(
+            (choice(&p, "a").status, choice(&p, "a").day),
+            (Status::Late, Some(1))
+        );
         assert_eq!(choice(&p, "c").status, Status::Scheduled);
         // With one day of one slot, the second overdue machine has none.
         let p = plan(&fleet, &cfg(1, 1)).unwrap();
@@ -559,8 +608,14 @@ mod tests {
         c.max_risk = 1.0;
         assert_eq!(plan(&[], &c).unwrap_err(), PlanError::MaxRisk(1.0));
         let nan = fc("m", f64::NAN, 1.0, 2.0);
-        assert!(matches!(plan(&[nan], &cfg(1, 3)), Err(PlanError::NonFinite(_))));
+        assert!(matches!(
+            plan(&[nan], &cfg(1, 3)),
+            Err(PlanError::NonFinite(_))
+        ));
         let twice = [fc("m", 1.0, 1.0, 2.0), fc("m", 1.0, 1.0, 2.0)];
-        assert!(matches!(plan(&twice, &cfg(1, 3)), Err(PlanError::Duplicate(_))));
+        assert!(matches!(
+            plan(&twice, &cfg(1, 3)),
+            Err(PlanError::Duplicate(_))
+        ));
     }
 }

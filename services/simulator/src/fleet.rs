@@ -226,7 +226,10 @@ impl Fleet {
     /// is down at `at_ms` or fails before it.
     pub fn maintain(&mut self, machine: u32, at_ms: i64, note: &str) -> Option<EventKind> {
         let last = self.next_ts_ms - self.cfg.interval_ms;
-        assert!(at_ms > last, "maintenance at {at_ms} is not after the last step ({last})");
+        assert!(
+            at_ms > last,
+            "maintenance at {at_ms} is not after the last step ({last})"
+        );
         self.sims
             .get_mut(machine as usize)?
             .maintain(at_ms, note, &self.cfg)

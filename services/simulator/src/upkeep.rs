@@ -20,7 +20,12 @@ impl MachineSim {
             return None; // down: the last cycle ended and the next has not started
         }
         let cut = self.pending.partition_point(|i| i.ts_ms() < at_ms);
-        if self.pending.iter().take(cut).any(|i| matches!(i, Item::Event(_))) {
+        if self
+            .pending
+            .iter()
+            .take(cut)
+            .any(|i| matches!(i, Item::Event(_)))
+        {
             return None; // its cycle ends (it fails) before the service
         }
         let dropped: Vec<Item> = self.pending.drain(cut..).collect();

@@ -31,7 +31,11 @@ fn left_alone_an_externally_kept_machine_only_fails() {
         .iter()
         .filter(|e| e.kind == EventKind::Failure)
         .count();
-    assert!(failures * 3 < h.events.len(), "{failures} of {}", builtin.events.len());
+    assert!(
+        failures * 3 < h.events.len(),
+        "{failures} of {}",
+        builtin.events.len()
+    );
 }
 
 #[test]
@@ -46,14 +50,22 @@ fn maintaining_ends_the_cycle_there_and_restarts_after_the_downtime() {
     let running = fleet.running_since_ms(2).unwrap();
     assert!(running <= now);
     let kind = fleet.maintain(2, at, "planned").expect("running machine");
-    assert_eq!(kind, EventKind::Scheduled, "a young cycle is a light service");
+    assert_eq!(
+        kind,
+        EventKind::Scheduled,
+        "a young cycle is a light service"
+    );
     let tick = fleet.step();
     let e: Vec<_> = tick.events.iter().filter(|e| e.machine == 2).collect();
     assert_eq!(e.len(), 1);
     assert_eq!((e[0].ts_ms, e[0].kind), (at, EventKind::Scheduled));
     assert!(e[0].note.starts_with("planned (damage "), "{}", e[0].note);
     let back = fleet.running_since_ms(2).unwrap();
-    assert!((at + 3 * HOUR_MS..=at + 9 * HOUR_MS).contains(&back), "{}", back - at);
+    assert!(
+        (at + 3 * HOUR_MS..=at + 9 * HOUR_MS).contains(&back),
+        "{}",
+        back - at
+    );
     // Down until then: no rows, and a second service is refused.
     assert_eq!(fleet.maintain(2, tick.ts_ms + 1, "again"), None);
     let mut seen_again = None;

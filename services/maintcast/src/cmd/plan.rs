@@ -80,7 +80,11 @@ fn parse_override(s: &str) -> Result<(String, u32), String> {
 }
 
 /// Day 0's slot: `start` at `hour`, or the next such time from `now`.
-pub fn first_slot_ms(start: Option<NaiveDate>, hour: u32, now: DateTime<Utc>) -> anyhow::Result<i64> {
+pub fn first_slot_ms(
+    start: Option<NaiveDate>,
+    hour: u32,
+    now: DateTime<Utc>,
+) -> anyhow::Result<i64> {
     anyhow::ensure!(hour < 24, "--slot-hour must be 0..=23");
     let at = |d: NaiveDate| {
         d.and_hms_opt(hour, 0, 0)
@@ -125,9 +129,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let client = influx.client()?;
         let (plan, suggestions) = plan_from_influx(&client, &influx.bucket, &req).await?;
         if args.write {
-            let n = write_plan(&influx, &plan, Utc::now().timestamp_millis(), &Shutdown::new())
-                .await?;
-            eprintln!("wrote {n} maintenance_plan points to bucket {}", influx.bucket);
+            let n = write_plan(
+                &influx,
+                &plan,
+                Utc::now().timestamp_millis(),
+                &Shutdown::new(),
+            )
+            .await?;
+            eprintln!(
+                "wrote {n} maintenance_plan points to bucket {}",
+                influx.bucket
+            );
         }
         anyhow::Ok((plan, suggestions))
     })?;
@@ -139,9 +151,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let mut out: Box<dyn std::io::Write> = match &args.out {
-        Some(p) => Box::new(
-            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
-        ),
+        Some(p) => {
+            Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)
+        }
         None => Box::new(std::io::stdout().lock()),
     };
     match args.output {

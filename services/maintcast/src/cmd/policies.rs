@@ -108,7 +108,8 @@ pub fn summary(
     history_end_ms: i64,
     model: &ServingModel,
 ) -> anyhow::Result<()> {
-    let suggestions = interval::suggest(&history_events(history, history_end_ms), args.interval_risk);
+    let suggestions =
+        interval::suggest(&history_events(history, history_end_ms), args.interval_risk);
     println!("suggested maintenance interval per machine type (from the simulated history)");
     for s in &suggestions {
         println!(
@@ -231,7 +232,8 @@ fn run_policy(
                     .map(|(i, m)| {
                         let since = fleet.running_since_ms(i as u32).expect("known machine");
                         Running {
-                            group: capacity.group(Some(m.machine_type.as_str()), Some(m.site.as_str())),
+                            group: capacity
+                                .group(Some(m.machine_type.as_str()), Some(m.site.as_str())),
                             // A machine that is down is not due (negative age).
                             age_days: (tick.ts_ms - since) as f64 / DAY_MS as f64,
                             interval_days: intervals.get(m.machine_type.as_str()).copied(),
@@ -259,7 +261,9 @@ fn run_policy(
                     .enumerate()
                     .map(|(i, m)| (m.id.as_str(), i as u32))
                     .collect();
-                plan.on_day(0).map(|c| index[c.machine_id.as_str()]).collect()
+                plan.on_day(0)
+                    .map(|c| index[c.machine_id.as_str()])
+                    .collect()
             }
         };
         for m in chosen {
