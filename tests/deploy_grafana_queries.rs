@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use influxdb2::models::DataPoint;
+use maintcast_e2e::bucket::{create_bucket, delete_bucket};
 use maintcast_e2e::{InfluxEnv, influx, unique};
 use serde_json::Value;
 
@@ -372,6 +373,22 @@ fn fleet_points(fleet: &Fleet) -> Vec<DataPoint> {
                 .unwrap(),
         );
     }
+    // Two plans: only the newer one (statuses and days below) is the plan in force.
+    for (made, choices) in [
+        (
+            fleet.last - Duration::hours(2),
+            vec![
+                (0, "scheduled", 3),
+                (1, "scheduled", 4),
+                (4, "scheduled", 5),
+            ],
+        ),
+        (fleet.last - Duration::minutes(20), plan_choices()),
+    ] {
+        for (machine, status, day) in choices {
+            points.push(plan_point(fleet, machine, made, status, day));
+        }
+    }
     for (run, epochs) in fleet.runs.iter().zip(EPOCHS) {
         let start = fleet.last - Duration::hours(24) + Duration::minutes(epochs);
         for e in 0..epochs {
@@ -392,69 +409,55 @@ fn fleet_points(fleet: &Fleet) -> Vec<DataPoint> {
     points
 }
 
+/// The newest plan: (machine, status, day), day -1 for a machine left without a slot.
+fn plan_choices() -> Vec<(usize, &'static str, i64)> {
+    vec![
+        (1, "scheduled", 2),
+        (0, "late", 0),
+        (3, "no_capacity", -1),
+        (2, "scheduled", 1),
+    ]
+}
+
+/// One `maintenance_plan` point as `maintcast plan --write` writes it (docs/maintenance-plan.md).
+fn plan_point(
+    fleet: &Fleet,
+    machine: usize,
+    made: DateTime<Utc>,
+    status: &str,
+    day: i64,
+) -> DataPoint {
+    let m = &fleet.machines[machine];
+    let slot_at = if day < 0 {
+        0
+    } else {
+        (made + Duration::days(day)).timestamp()
+    };
+    DataPoint::builder("maintenance_plan")
+        .tag("machine_id", m.id.as_str())
+        .tag("machine_type", m.kind)
+        .tag("site", m.site)
+        .field("status", status)
+        .field("day", day)
+        .field("slot_at", slot_at)
+        .field("risk", 0.05 * (machine + 1) as f64)
+        .field("deadline_day", day.max(0))
+        .field("days_to_maintenance", m.days_left)
+        .field("days_p10", m.days_left * 0.8)
+        .field("days_p90", m.days_left * 1.25)
+        .field("forecast_at", fleet.last.timestamp())
+        .field("reason", format!("why {}", m.id))
+        .timestamp(ns(made))
+        .build()
+        .unwrap()
+}
+
 fn val_mae(epochs: i64, e: i64) -> f64 {
     // run a (10 epochs) ends at 5.5, run b (8 epochs) at 5.9: a is the better run.
     if epochs == 10 {
         10.0 - e as f64 * 0.5
     } else {
         8.0 - e as f64 * 0.3
-    }
-}
-
-async fn create_bucket(env: &InfluxEnv, name: &str) {
-    let http = reqwest::Client::new();
-    let base = env.url.trim_end_matches('/');
-    let auth = format!("Token {}", env.token);
-    let orgs: Value = http
-        .get(format!("{base}/api/v2/orgs"))
-        .query(&[("org", env.org.as_str())])
-        .header("Authorization", &auth)
-        .send()
-        .await
-        .expect("list orgs")
-        .json()
-        .await
-        .expect("orgs JSON");
-    let org_id = orgs["orgs"][0]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("org {} not found: {orgs}", env.org));
-    let resp = http
-        .post(format!("{base}/api/v2/buckets"))
-        .header("Authorization", &auth)
-        .json(&serde_json::json!({"orgID": org_id, "name": name, "retentionRules": []}))
-        .send()
-        .await
-        .expect("create bucket");
-    let status = resp.status();
-    assert!(
-        status.is_success(),
-        "creating bucket {name}: {status} {}",
-        resp.text().await.unwrap_or_default()
-    );
-}
-
-async fn delete_bucket(env: &InfluxEnv, name: &str) {
-    let http = reqwest::Client::new();
-    let base = env.url.trim_end_matches('/');
-    let auth = format!("Token {}", env.token);
-    let Ok(resp) = http
-        .get(format!("{base}/api/v2/buckets"))
-        .query(&[("name", name)])
-        .header("Authorization", &auth)
-        .send()
-        .await
-    else {
-        return;
-    };
-    let Ok(list) = resp.json::<Value>().await else {
-        return;
-    };
-    if let Some(id) = list["buckets"][0]["id"].as_str() {
-        let _ = http
-            .delete(format!("{base}/api/v2/buckets/{id}"))
-            .header("Authorization", &auth)
-            .send()
-            .await;
     }
 }
 
@@ -650,6 +653,53 @@ fn check(key: &str, rows: &[Row], fleet: &Fleet) -> Result<(), String> {
                 ));
             }
         }
+        "maintcast-fleet/Maintenance plan/A" => {
+            // The newest plan only, no-slot machines first, then by day.
+            let mut want = plan_choices();
+            want.sort_by_key(|c| (c.2, fleet.machines[c.0].id.clone()));
+            let got: Vec<(String, String, f64)> = rows
+                .iter()
+                .map(|r| {
+                    (
+                        text(r, "machine_id").to_string(),
+                        text(r, "status").to_string(),
+                        num(r, "day"),
+                    )
+                })
+                .collect();
+            let expected: Vec<(String, String, f64)> = want
+                .iter()
+                .map(|&(m, st, d)| (fleet.machines[m].id.clone(), st.to_string(), d as f64))
+                .collect();
+            if got != expected {
+                return fail(format!(
+                    "(machine, status, day) {got:?}, expected {expected:?}"
+                ));
+            }
+            for r in rows {
+                let m = fleet
+                    .machines
+                    .iter()
+                    .find(|m| m.id == text(r, "machine_id"))
+                    .unwrap();
+                let day = num(r, "day");
+                let slot = DateTime::parse_from_rfc3339(text(r, "slot")).map(|t| t.timestamp());
+                let made = (fleet.last - Duration::minutes(20)).timestamp();
+                let slot_ok = if day < 0.0 {
+                    slot == Ok(0)
+                } else {
+                    slot == Ok(made + day as i64 * 86_400)
+                };
+                if !slot_ok
+                    || text(r, "reason") != format!("why {}", m.id)
+                    || !close(num(r, "days_to_maintenance"), m.days_left, 1e-9)
+                    || text(r, "site") != m.site
+                    || !(0.0..=1.0).contains(&num(r, "risk"))
+                {
+                    return fail(format!("{}: slot, reason, days, site or risk wrong", m.id));
+                }
+            }
+        }
         "maintcast-pipeline/Minutes since the newest forecast/A" => {
             let v = single_value(key, rows);
             // The newest forecast is 30 minutes old when written; the test takes seconds.
@@ -811,7 +861,7 @@ fn dashboards_and_alerts_use_the_provisioned_data_sources() {
             .iter()
             .filter(|q| q.key.starts_with("maintcast-fleet/"))
             .count(),
-        5
+        6
     );
 }
 
@@ -832,6 +882,19 @@ fn columns_used(key: &str) -> &'static [&'static str] {
             "model_version",
             "site",
             "machine_type",
+        ],
+        "maintcast-fleet/Maintenance plan/A" => &[
+            "day",
+            "slot",
+            "machine_id",
+            "machine_type",
+            "site",
+            "status",
+            "risk",
+            "days_to_maintenance",
+            "days_p10",
+            "days_p90",
+            "reason",
         ],
         "maintcast-machine/Model serving this machine/A" => &["model", "window_rows"],
         "maintcast-machine/Forecast history: days to maintenance with p10-p90/A"
@@ -960,6 +1023,34 @@ async fn every_query_returns_rows_from_a_fleet_through_the_ingest_service() {
     let events = rows_of("maintenance_event", "note");
     wait_for(&env, &events, 2, "events", &service).await;
     stop_service(shutdown, service).await;
+
+    // A plan from those forecasts, through the planner's own reader and writer. A horizon of
+    // years and an even-odds risk make every machine due, whatever the random model forecast.
+    let request = maintcast_planner::influx::Request {
+        plan: maintcast_planner::PlanConfig {
+            first_slot_ms: Utc::now().timestamp_millis(),
+            horizon_days: 3650,
+            max_risk: 0.5,
+            capacity: maintcast_planner::Capacity::fleet(1),
+        },
+        forecast_lookback: std::time::Duration::from_secs(86_400),
+        history_lookback: std::time::Duration::from_secs(86_400),
+        interval_risk: 0.1,
+    };
+    let client = influx_config.client().unwrap();
+    let (plan, _) = maintcast_planner::influx::plan_from_influx(&client, &bucket, &request)
+        .await
+        .expect("plan from the ingest service's forecasts");
+    assert_eq!(plan.choices.len(), machines, "{plan:#?}");
+    let written = maintcast_planner::influx::write_plan(
+        &influx_config,
+        &plan,
+        Utc::now().timestamp_millis(),
+        &maintcast_common::shutdown::Shutdown::new(),
+    )
+    .await
+    .expect("write the plan");
+    assert_eq!(written, machines);
 
     let vars = Vars {
         bucket: bucket.clone(),

@@ -48,10 +48,59 @@ pub struct ModelCard {
     pub weights_sha256: String,
     pub parent_version: Option<String>,
     pub created_at: String,
+    /// What the model saw of each feature in training, in `features` order: the reference for
+    /// the stream's input-quality checks. Empty on cards written before it existed.
+    #[serde(default)]
+    pub feature_stats: Vec<FeatureStats>,
 }
 
 fn one() -> usize {
     1
+}
+
+/// Distribution of one feature's raw training values.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeatureStats {
+    pub min: f32,
+    pub max: f32,
+    pub mean: f32,
+    pub std: f32,
+    pub p01: f32,
+    pub p50: f32,
+    pub p99: f32,
+}
+
+impl FeatureStats {
+    /// Per-feature summaries of row-major `rows` (`n_features` a row); empty without rows.
+    /// Percentiles are nearest-rank.
+    pub fn of_rows(rows: &[f32], n_features: usize) -> Vec<FeatureStats> {
+        if n_features == 0 || rows.len() < n_features {
+            return Vec::new();
+        }
+        let n = rows.len() / n_features;
+        (0..n_features)
+            .map(|f| {
+                let mut col: Vec<f32> = rows.iter().skip(f).step_by(n_features).copied().collect();
+                col.sort_by(f32::total_cmp);
+                let mean = col.iter().map(|&v| f64::from(v)).sum::<f64>() / n as f64;
+                let var = col
+                    .iter()
+                    .map(|&v| (f64::from(v) - mean).powi(2))
+                    .sum::<f64>()
+                    / n as f64;
+                let rank = |p: f64| col[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
+                FeatureStats {
+                    min: col[0],
+                    max: col[n - 1],
+                    mean: mean as f32,
+                    std: var.sqrt() as f32,
+                    p01: rank(0.01),
+                    p50: rank(0.5),
+                    p99: rank(0.99),
+                }
+            })
+            .collect()
+    }
 }
 
 impl ModelCard {
@@ -206,4 +255,26 @@ pub fn load(dir: &Path, device: &Device) -> Result<(ModelCard, Vec<Network>)> {
         networks.push(Network::new(vb, &card.arch)?);
     }
     Ok((card, networks))
+}
+
+#[cfg(test)]
+mod feature_stats_tests {
+    use super::FeatureStats;
+
+    #[test]
+    fn summaries_per_feature() {
+        // Feature 0 takes 1..=100 (in reverse, so sorting matters), feature 1 is constant.
+        let rows: Vec<f32> = (1..=100).rev().flat_map(|v| [v as f32, 5.0]).collect();
+        let s = FeatureStats::of_rows(&rows, 2);
+        assert_eq!(s.len(), 2);
+        // Python: statistics.mean(range(1, 101)), statistics.pstdev(range(1, 101)).
+        assert_eq!((s[0].min, s[0].max, s[0].mean), (1.0, 100.0, 50.5));
+        assert!((s[0].std - 28.866_07).abs() < 1e-4, "{}", s[0].std);
+        assert_eq!((s[0].p01, s[0].p50, s[0].p99), (1.0, 50.0, 99.0));
+        assert_eq!(
+            (s[1].min, s[1].max, s[1].std, s[1].p99),
+            (5.0, 5.0, 0.0, 5.0)
+        );
+        assert!(FeatureStats::of_rows(&[], 3).is_empty());
+    }
 }

@@ -73,6 +73,7 @@ pub fn train_model(
     let train_m: Vec<&MachineHistory> = tr_idx.iter().map(|&i| &history.machines[i]).collect();
     let val_m: Vec<&MachineHistory> = va_idx.iter().map(|&i| &history.machines[i]).collect();
     let features = choose_features(cfg, history, &train_m)?;
+    let n_features = features.len();
     let rows = dataset::training_rows(&train_m, &features)?;
     if rows.is_empty() {
         return Err(ModelError::Data(
@@ -175,6 +176,7 @@ pub fn train_model(
         weights_sha256: String::new(),
         parent_version: None,
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        feature_stats: crate::artifact::FeatureStats::of_rows(&rows, n_features),
     };
     Ok(Trained {
         card,

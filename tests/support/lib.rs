@@ -2,6 +2,7 @@
 //! `deploy/infra.sh start` runs (through the variables `deploy/infra.sh env` prints) and fail at
 //! once with a message saying how to start them, rather than hanging on a dead port.
 
+pub mod bucket;
 pub mod compose;
 pub mod fleet;
 pub mod ingest;

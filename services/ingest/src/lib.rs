@@ -14,6 +14,7 @@ pub mod model;
 pub mod offsets;
 pub mod pipeline;
 pub mod publish;
+pub mod quality;
 pub mod service;
 pub mod serving;
 pub mod sink;

@@ -38,6 +38,8 @@ enum Command {
     Simulate(cmd::simulate::Args),
     /// Inspect and manage the model registry: list | show | promote | rollback.
     Models(cmd::models::Args),
+    /// A maintenance schedule from the newest forecasts, within the crew's slots, with reasons.
+    Plan(cmd::plan::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => cmd::eval::run(a),
         Command::Simulate(a) => cmd::simulate::run(a),
         Command::Models(a) => cmd::models::run(a),
+        Command::Plan(a) => cmd::plan::run(a),
     };
     match result {
         Ok(code) => code,

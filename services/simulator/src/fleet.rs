@@ -4,7 +4,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::machine::{Item, MachineSim, MachineType, MaintenanceEvent, Reading};
+use crate::machine::{EventKind, Item, MachineSim, MachineType, MaintenanceEvent, Reading};
 use crate::sensors::SensorFaultConfig;
 
 /// 2026-01-01T00:00:00Z: a fixed default so that a seed alone reproduces a fleet.
@@ -26,6 +26,22 @@ pub struct FleetConfig {
     /// Days of operation after which a machine gets its calendar service regardless of condition.
     pub scheduled_days: f64,
     pub sensor_faults: SensorFaultConfig,
+    /// Who maintains the machines: their own condition monitoring and calendar (the default), or
+    /// a policy outside the simulator through [`Fleet::maintain`].
+    #[serde(default)]
+    pub upkeep: Upkeep,
+}
+
+/// Who decides when a machine is maintained.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Upkeep {
+    /// A repair follows the condition alarm (`repair_threshold`), a calendar service follows
+    /// `scheduled_days`: the history the models learn from.
+    #[default]
+    Builtin,
+    /// Nothing but failures and [`Fleet::maintain`] ends a cycle: for comparing policies.
+    External,
 }
 
 impl Default for FleetConfig {
@@ -40,6 +56,7 @@ impl Default for FleetConfig {
             repair_threshold: 0.8,
             scheduled_days: 45.0,
             sensor_faults: SensorFaultConfig::default(),
+            upkeep: Upkeep::Builtin,
         }
     }
 }
@@ -201,6 +218,28 @@ impl Fleet {
         }
         tick.events.sort_by_key(|e| (e.ts_ms, e.machine));
         tick
+    }
+
+    /// Maintains `machine` at `at_ms` (after the last [`Fleet::step`]'s sample time): its current
+    /// cycle ends there with a planned service (a repair if its damage had reached
+    /// `repair_threshold`), and it restarts after the service's downtime. `None` when the machine
+    /// is down at `at_ms` or fails before it.
+    pub fn maintain(&mut self, machine: u32, at_ms: i64, note: &str) -> Option<EventKind> {
+        let last = self.next_ts_ms - self.cfg.interval_ms;
+        assert!(
+            at_ms > last,
+            "maintenance at {at_ms} is not after the last step ({last})"
+        );
+        self.sims
+            .get_mut(machine as usize)?
+            .maintain(at_ms, note, &self.cfg)
+    }
+
+    /// When `machine` runs from: the start of its running cycle, or while it is down the time it
+    /// comes back. An event's downtime is this minus the event's time, read right after the
+    /// step that returned the event.
+    pub fn running_since_ms(&self, machine: u32) -> Option<i64> {
+        self.sims.get(machine as usize).map(|s| s.cycle_start_ms)
     }
 
     /// Runs `steps` sampling intervals and collects them.

@@ -11,11 +11,14 @@ pub mod kafka;
 mod machine;
 pub mod output;
 mod sensors;
+mod upkeep;
 
 pub use clock::Start;
-pub use fleet::{ConfigError, DEFAULT_START_MS, Fleet, FleetConfig, MachineInfo, SimHistory, Tick};
+pub use fleet::{
+    ConfigError, DEFAULT_START_MS, Fleet, FleetConfig, MachineInfo, SimHistory, Tick, Upkeep,
+};
 pub use machine::{EventKind, FaultMode, MachineType, MaintenanceEvent, Reading, Truth};
-pub use sensors::SensorFaultConfig;
+pub use sensors::{SensorFaultConfig, SensorFaultTruth};
 
 /// Sensor names in the order of [`Reading::values`]. Every machine type reports all of them; the
 /// types differ in levels and in how wear shows up.

@@ -13,10 +13,11 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal, Normal};
 use serde::{Deserialize, Serialize};
 
-use crate::{FleetConfig, SENSORS, sensors::SensorFaults};
+use crate::sensors::{SensorFaultTruth, SensorFaults};
+use crate::{FleetConfig, SENSORS, Upkeep};
 
-const HOUR_MS: i64 = 3_600_000;
-const DAY_MS: f64 = 86_400_000.0;
+pub(crate) const HOUR_MS: i64 = 3_600_000;
+pub(crate) const DAY_MS: f64 = 86_400_000.0;
 
 /// Index of each sensor in [`SENSORS`] order.
 pub(crate) mod idx {
@@ -204,6 +205,9 @@ pub struct Truth {
     pub seal_wear: f32,
     /// Load as a fraction of rated load.
     pub load: f32,
+    /// Stuck and drifting sensors in this row.
+    #[serde(default)]
+    pub sensor_faults: SensorFaultTruth,
 }
 
 /// One sampled row of one machine. `values` follow [`SENSORS`]; `None` is a dropped reading.
@@ -240,26 +244,28 @@ impl Item {
 }
 
 /// State that outlives a maintenance cycle: the plant around the machine and its thermal mass.
-struct Surroundings {
+pub(crate) struct Surroundings {
     /// Mean ambient temperature of the machine's hall.
-    ambient_c: f32,
+    pub(crate) ambient_c: f32,
     regime_load: f32,
     regime_hours_left: f32,
-    bearing_temp_c: f32,
-    oil_temp_c: f32,
+    pub(crate) bearing_temp_c: f32,
+    pub(crate) oil_temp_c: f32,
 }
 
 pub(crate) struct MachineSim {
-    index: u32,
+    pub(crate) index: u32,
     kind: MachineType,
-    rng: ChaCha8Rng,
-    surroundings: Surroundings,
+    pub(crate) rng: ChaCha8Rng,
+    pub(crate) surroundings: Surroundings,
+    /// Start of the cycle whose items are pending (a sample time).
+    pub(crate) cycle_start_ms: i64,
     /// Start of the next cycle to simulate (a sample time).
-    next_cycle_ms: i64,
-    /// Simulated rows and events not yet handed out, in time order.
-    pending: VecDeque<Item>,
+    pub(crate) next_cycle_ms: i64,
+    /// Simulated rows and events not yet handed out, in time order: the rest of one cycle.
+    pub(crate) pending: VecDeque<Item>,
     /// Items before this time are burn-in and are never handed out.
-    visible_from_ms: i64,
+    pub(crate) visible_from_ms: i64,
 }
 
 impl MachineSim {
@@ -283,6 +289,7 @@ impl MachineSim {
                 oil_temp_c: ambient_c,
             },
             rng,
+            cycle_start_ms: cfg.start_ms - burn_in_steps * cfg.interval_ms,
             next_cycle_ms: cfg.start_ms - burn_in_steps * cfg.interval_ms,
             pending: VecDeque::new(),
             visible_from_ms: cfg.start_ms,
@@ -307,6 +314,8 @@ impl MachineSim {
         let rng = &mut self.rng;
         let interval_h = cfg.interval_ms as f64 / HOUR_MS as f64;
         let cycle_start = self.next_cycle_ms;
+        self.cycle_start_ms = cycle_start;
+        let own_upkeep = cfg.upkeep == Upkeep::Builtin;
 
         // Per-cycle variation: parts differ, and so does how soon wear sets in after a service.
         let bearing_onset_h = rng.random_range(0.0..3.0) * 24.0;
@@ -400,7 +409,7 @@ impl MachineSim {
                 p.speed_rpm * (1.0 - p.slip * (load + 0.25 * b * b)) + 1.5 * noise.sample(rng);
             truth_values[idx::OIL_TEMP] = s.oil_temp_c + 0.3 * noise.sample(rng);
 
-            let values = faults.observe(
+            let (values, sensor_faults) = faults.observe(
                 &truth_values,
                 interval_h as f32,
                 &cfg.sensor_faults,
@@ -419,6 +428,7 @@ impl MachineSim {
                         bearing_wear: b,
                         seal_wear: l,
                         load,
+                        sensor_faults,
                     },
                 });
             }
@@ -452,7 +462,9 @@ impl MachineSim {
                     format!("{} failure", mode.as_str()),
                 );
             }
-            if let Some(at) = repair_at_h {
+            if !own_upkeep {
+                // Only a failure or the outside policy (`Fleet::maintain`) ends the cycle.
+            } else if let Some(at) = repair_at_h {
                 if next_h >= at {
                     let wear = if alarm_mode == FaultMode::BearingWear {
                         bearing
@@ -471,7 +483,7 @@ impl MachineSim {
                 // A crew and parts have to be found: the repair happens some hours later.
                 repair_at_h = Some(next_h + rng.random_range(4.0..48.0));
             }
-            if next_h >= cfg.scheduled_days * 24.0 {
+            if own_upkeep && next_h >= cfg.scheduled_days * 24.0 {
                 break (
                     EventKind::Scheduled,
                     event_ms,
@@ -499,7 +511,12 @@ impl MachineSim {
             }));
         }
 
-        let downtime_h = match event_kind {
+        self.restart_after(event_kind, event_ms, cfg);
+    }
+
+    /// Draws the downtime of an event that ends the pending cycle and sets the next cycle's start.
+    pub(crate) fn restart_after(&mut self, kind: EventKind, event_ms: i64, cfg: &FleetConfig) {
+        let downtime_h = match kind {
             EventKind::Scheduled => self.rng.random_range(3.0..8.0),
             EventKind::Repair => self.rng.random_range(6.0..20.0),
             EventKind::Failure => self.rng.random_range(24.0..72.0),
@@ -508,6 +525,7 @@ impl MachineSim {
         self.surroundings.bearing_temp_c = self.surroundings.ambient_c;
         self.surroundings.oil_temp_c = self.surroundings.ambient_c;
         let restart_ms = event_ms + (downtime_h * HOUR_MS as f64) as i64;
+        let cycle_start = self.cycle_start_ms;
         let steps = (restart_ms - cycle_start + cfg.interval_ms - 1) / cfg.interval_ms;
         self.next_cycle_ms = cycle_start + steps * cfg.interval_ms;
     }

@@ -41,6 +41,29 @@ impl SensorFaultConfig {
     }
 }
 
+/// Which sensors of a row were faulty, and how far off the drifting ones were (only a simulation
+/// knows). Bit `s` of a mask is sensor `s` in [`SENSORS`] order; a dropped value is `None` in the
+/// reading itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SensorFaultTruth {
+    /// Reporting a frozen value instead of the true one.
+    pub stuck: u8,
+    /// Under a calibration drift (the offset may still be small).
+    pub drifting: u8,
+    /// Calibration offset in the sensor's units.
+    pub drift: [f32; SENSORS.len()],
+}
+
+impl SensorFaultTruth {
+    pub fn is_stuck(&self, s: usize) -> bool {
+        (self.stuck >> s) & 1 == 1
+    }
+
+    pub fn is_drifting(&self, s: usize) -> bool {
+        (self.drifting >> s) & 1 == 1
+    }
+}
+
 /// Per-cycle sensor fault state; a maintenance visit recalibrates everything.
 #[derive(Default)]
 pub(crate) struct SensorFaults {
@@ -52,7 +75,7 @@ pub(crate) struct SensorFaults {
 }
 
 impl SensorFaults {
-    /// Turns true values into what the telemetry reports.
+    /// Turns true values into what the telemetry reports, and says what went wrong.
     pub(crate) fn observe(
         &mut self,
         truth: &[f32; SENSORS.len()],
@@ -60,7 +83,7 @@ impl SensorFaults {
         cfg: &SensorFaultConfig,
         nominal: [f32; SENSORS.len()],
         rng: &mut ChaCha8Rng,
-    ) -> [Option<f32>; SENSORS.len()] {
+    ) -> ([Option<f32>; SENSORS.len()], SensorFaultTruth) {
         let per_step = interval_h as f64 / 24.0;
         if rng.random::<f64>() < cfg.drift_per_day * per_step {
             let s = rng.random_range(0..SENSORS.len());
@@ -76,10 +99,16 @@ impl SensorFaults {
             }
         }
         let mut out = [None; SENSORS.len()];
+        let mut faults = SensorFaultTruth::default();
         for s in 0..SENSORS.len() {
             self.drift[s].0 += self.drift[s].1 * interval_h;
+            if self.drift[s].1 != 0.0 {
+                faults.drifting |= 1 << s;
+                faults.drift[s] = self.drift[s].0;
+            }
             let mut v = truth[s] + self.drift[s].0;
             if let Some((frozen, left)) = &mut self.stuck[s] {
+                faults.stuck |= 1 << s;
                 v = *frozen;
                 *left -= interval_h;
                 if *left <= 0.0 {
@@ -93,6 +122,6 @@ impl SensorFaults {
                 out[s] = Some(v);
             }
         }
-        out
+        (out, faults)
     }
 }

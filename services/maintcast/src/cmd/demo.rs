@@ -79,6 +79,8 @@ pub struct Args {
     /// Machines shown in the live table.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
+    #[command(flatten)]
+    pub plan: super::policies::PlanArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -157,7 +159,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     .context("fitting the linear baseline")?;
 
     // 4. Live: the fleet keeps running; its telemetry goes through the ingest path.
-    stream(
+    let history_end_ms = fleet.next_ts_ms();
+    let code = stream(
         &args,
         &mut fleet,
         &machines,
@@ -166,7 +169,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         &baseline,
         interval_ms,
         started,
-    )
+    )?;
+    // 5. What a plan is worth: maintenance policies on the same fleet after the history.
+    if args.plan.plan {
+        super::policies::summary(&args.plan, &cfg, &sim, history_end_ms, &model)?;
+    }
+    Ok(code)
 }
 
 /// The shipped model, as a registry (so the Docker entrypoint can seed a registry volume with it).

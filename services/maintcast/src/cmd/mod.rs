@@ -2,6 +2,8 @@ pub mod demo;
 pub mod eval;
 pub mod ingest;
 pub mod models;
+pub mod plan;
+pub mod policies;
 pub mod simulate;
 pub mod sweep;
 pub mod train;
