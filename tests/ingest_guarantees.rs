@@ -475,6 +475,44 @@ async fn an_undelivered_dead_letter_holds_the_commit_until_it_is_delivered() {
     check_committed(&brokers, &topic, &group);
 }
 
+/// A model whose weights are all NaN, as a corrupt or diverged training would leave them: the
+/// card and the file are valid, the arithmetic is not.
+fn publish_nan_model(registry_dir: &std::path::Path, name: &str) -> String {
+    let staged = tempfile::tempdir().unwrap();
+    let good = publish_random_model(
+        staged.path(),
+        "staging",
+        RandomModel {
+            features: FEATURES.iter().map(|s| s.to_string()).collect(),
+            window: WINDOW,
+            hidden: vec![8],
+            offset: vec![50.0, 0.0, 1.0],
+            scale: vec![50.0, 2.0, 4.0],
+            seed: 1,
+        },
+    )
+    .unwrap();
+    let dir = staged.path().join("staging").join(&good);
+    let f = maintcast_models::Forecaster::load(&dir, &candle_core::Device::Cpu).unwrap();
+    let mut card = f.card().clone();
+    card.name = name.to_string();
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(
+        &varmap,
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    );
+    maintcast_models::network::Network::new(vb, &card.arch).unwrap();
+    for var in varmap.all_vars() {
+        let nan =
+            candle_core::Tensor::full(f32::NAN, var.shape(), &candle_core::Device::Cpu).unwrap();
+        var.set(&nan).unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    maintcast_models::artifact::save(out.path(), card, &[&varmap]).unwrap();
+    registry::publish(registry_dir, name, out.path()).unwrap()
+}
+
 /// Hole 4: a model whose output is NaN must not write "0 days" (a false "due now"): nothing is
 /// written, the forecasts are counted as non-finite, no alert is sent, and the stream commits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -484,25 +522,27 @@ async fn a_model_returning_nan_writes_no_forecast_and_sends_no_alert() {
     create_topics(&brokers, &run).await;
     let reg = tempfile::tempdir().unwrap();
     let model = run.replace('-', "_");
-    let version = publish_random_model(
-        reg.path(),
-        &model,
-        RandomModel {
-            features: FEATURES.iter().map(|s| s.to_string()).collect(),
-            window: WINDOW,
-            hidden: vec![8],
-            // A NaN offset scales every value to NaN, as a corrupt scaler would.
-            offset: vec![f32::NAN, 0.0, 1.0],
-            scale: vec![50.0, 2.0, 4.0],
-            seed: 1,
-        },
-    )
-    .unwrap();
+    let version = publish_nan_model(reg.path(), &model);
     registry::promote(reg.path(), &model, &version, "test").unwrap();
     let producer = producer(&brokers);
     let topic = format!("{run}-telemetry");
     let mut fleet = new_fleet(&run, 2);
     send_fleet(&producer, &topic, &mut fleet, 0..14).await;
+    let f = maintcast_models::Forecaster::load(
+        &reg.path().join(&model).join(&version),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let mut scaled = vec![0.0f32; WINDOW * FEATURES.len()];
+    for (r, (_, raw)) in fleet.rows[0].1[..WINDOW].iter().enumerate() {
+        f.scale_row(raw, &mut scaled[r * 3..(r + 1) * 3]);
+    }
+    let p = f.predict(&scaled, 1).unwrap();
+    assert!(
+        p[0].days.is_nan(),
+        "the test model must return NaN, got {:?}",
+        p[0].days
+    );
     let mut config = service_config(&brokers, reg.path(), &model, &run);
     config.alert.threshold_days = 1e9; // any number would be "due"
     let addr = free_addr();
