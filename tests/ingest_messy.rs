@@ -158,7 +158,7 @@ async fn every_forecast_of_a_messy_fleet_equals_the_offline_one() {
         seed: 17,
     };
     let version = publish_random_model(reg.path(), &model, spec).unwrap();
-    registry::promote(reg.path(), &model, &version).unwrap();
+    registry::promote(reg.path(), &model, &version, "messy-fleet test").unwrap();
     let f = Forecaster::load(&reg.path().join(&model).join(&version), &Device::Cpu).unwrap();
     let card = f.card().clone();
 
@@ -209,25 +209,19 @@ async fn every_forecast_of_a_messy_fleet_equals_the_offline_one() {
     let got = forecasts_in_influx(&model).await;
     let mut seen = 0;
     for row in &got {
-        let id = &row["machine_id"];
-        let ts = chrono::DateTime::parse_from_rfc3339(&row["_time"])
-            .unwrap()
-            .timestamp_millis();
+        let id = &row.machine_id;
+        let ts = row.ts_ms;
         let want = expected
             .get(&(id.clone(), ts))
             .unwrap_or_else(|| panic!("unexpected forecast {id} at {ts}"));
-        let days: f64 = row["days_to_maintenance"].parse().unwrap();
         assert!(
-            (days - want.days as f64).abs() < 1e-4,
-            "{id}@{ts}: streamed {days}, offline {}",
+            (row.days_to_maintenance - want.days as f64).abs() < 1e-4,
+            "{id}@{ts}: streamed {}, offline {}",
+            row.days_to_maintenance,
             want.days
         );
-        assert_eq!(
-            row["window_rows"],
-            want.window_rows.to_string(),
-            "{id}@{ts}"
-        );
-        assert_eq!(row["model_version"], version);
+        assert_eq!(row.window_rows as usize, want.window_rows, "{id}@{ts}");
+        assert_eq!(row.model_version, version);
         seen += 1;
     }
     assert_eq!(seen, expected.len(), "forecasts in InfluxDB");

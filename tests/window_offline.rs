@@ -11,7 +11,7 @@ use candle_core::Device;
 use maintcast_e2e::offline::{OfflineMachine, forecast};
 use maintcast_e2e::stream::{RandomModel, publish_random_model};
 use maintcast_ingest::checkpoint;
-use maintcast_ingest::model::Model;
+use maintcast_ingest::model::Model as _;
 use maintcast_ingest::pipeline::Pipeline;
 use maintcast_ingest::serving::ServingModel;
 use maintcast_ingest::window::{RowOutcome, WindowStore};

@@ -140,7 +140,7 @@ pub fn arrival(newest_ts: Option<i64>, reset_ts: Option<i64>, ts: i64) -> Arriva
 /// Whether a maintenance event at `ts` applies after the one at `reset_ts`: an event at or before
 /// it is stale (its rows are gone already).
 pub fn event_applies(reset_ts: Option<i64>, ts: i64) -> bool {
-    !reset_ts.is_some_and(|r| ts <= r)
+    reset_ts.is_none_or(|r| ts > r)
 }
 
 /// A fresh fill state: no good value seen since the last maintenance.

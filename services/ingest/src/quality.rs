@@ -297,13 +297,12 @@ mod tests {
             .map(|i| [10.0 + i as f32 * 0.01, 50.0 + (i % 3) as f32])
             .collect();
         rows.push([10.4, 56.0]);
-        assert_eq!(q.assess(&feed(&mut q, &rows), &st, &cfg).flags, [0, 0]);
+        let w = feed(&mut q, &rows);
+        assert_eq!(q.assess(&w, &st, &cfg).flags, [0, 0]);
         let mut q = MachineQuality::new(2);
         rows.push([10.45, 56.5]);
-        assert_eq!(
-            q.assess(&feed(&mut q, &rows), &st, &cfg).flags,
-            [0, flag::OUT_OF_RANGE]
-        );
+        let w = feed(&mut q, &rows);
+        assert_eq!(q.assess(&w, &st, &cfg).flags, [0, flag::OUT_OF_RANGE]);
 
         // Missing: 12 of 60 (20%) is tolerated, 13 is not.
         for (extra, want) in [(None, 0), (Some(3), flag::MISSING)] {
@@ -321,11 +320,8 @@ mod tests {
                     ]
                 })
                 .collect();
-            assert_eq!(
-                q.assess(&feed(&mut q, &rows), &st, &cfg).flags,
-                [want, 0],
-                "{extra:?}"
-            );
+            let w = feed(&mut q, &rows);
+            assert_eq!(q.assess(&w, &st, &cfg).flags, [want, 0], "{extra:?}");
         }
 
         // Drift: the window's mean of temp 3 std above training (51 + 6 = 57 would also be out
@@ -334,7 +330,8 @@ mod tests {
         let rows: Vec<[f32; 2]> = (0..60)
             .map(|i| [11.9 + (i % 2) as f32 * 0.01 - 0.005, 50.0 + (i % 3) as f32])
             .collect();
-        let got = q.assess(&feed(&mut q, &rows), &st, &cfg);
+        let w = feed(&mut q, &rows);
+        let got = q.assess(&w, &st, &cfg);
         assert_eq!(got.flags, [flag::DRIFT, 0]);
         assert_eq!(got.describe(&names), "vib:drift");
     }

@@ -412,23 +412,9 @@ impl Loop {
             RowOutcome::Late => self.metrics.late.inc(),
         };
         if step.history && self.config.write_raw {
-            match Point::telemetry(&t).map(|p| p.data_point()) {
-                Ok(point) => {
-                    let origin = Origin {
-                        topic: msg.topic().to_string(),
-                        partition: msg.partition(),
-                        offset: msg.offset(),
-                        machine_id: t.machine_id.clone(),
-                    };
-                    self.ledger.expect(1);
-                    self.write_tx
-                        .send(WriteItem::Raw { point, origin })
-                        .await
-                        .map_err(|_| anyhow::anyhow!("writer stopped"))?;
-                }
-                // The row still updates the window; only its history entry is impossible.
-                Err(e) => self.dead_letter(msg, &format!("{e:#}"), "history"),
-            }
+            // The row still updates the window even when its history entry is impossible.
+            let point = Point::telemetry(&t).map(|p| p.data_point());
+            self.write_history(msg, &t.machine_id, point).await?;
         }
         if let Some(req) = step.forecast {
             self.ledger.expect(1);
@@ -457,24 +443,37 @@ impl Loop {
         self.pipeline.on_event(&ev, msg.partition());
         // Every event is history, also a stale one: the trainer decides what it means.
         if self.config.write_raw {
-            match Point::maintenance_event(&ev).map(|p| p.data_point()) {
-                Ok(point) => {
-                    let origin = Origin {
-                        topic: msg.topic().to_string(),
-                        partition: msg.partition(),
-                        offset: msg.offset(),
-                        machine_id: ev.machine_id.clone(),
-                    };
-                    self.ledger.expect(1);
-                    self.write_tx
-                        .send(WriteItem::Raw { point, origin })
-                        .await
-                        .map_err(|_| anyhow::anyhow!("writer stopped"))?;
-                }
-                Err(e) => self.dead_letter(msg, &format!("{e:#}"), "history"),
-            }
+            let point = Point::maintenance_event(&ev).map(|p| p.data_point());
+            self.write_history(msg, &ev.machine_id, point).await?;
         }
         Ok(())
+    }
+
+    /// Queues a raw history point, or dead-letters its message when no point can be built.
+    async fn write_history(
+        &mut self,
+        msg: &OwnedMessage,
+        machine_id: &str,
+        point: Result<influxdb2::models::DataPoint, maintcast_common::points::PointError>,
+    ) -> anyhow::Result<()> {
+        let point = match point {
+            Ok(p) => p,
+            Err(e) => {
+                self.dead_letter(msg, &format!("{e:#}"), "history");
+                return Ok(());
+            }
+        };
+        let origin = Origin {
+            topic: msg.topic().to_string(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            machine_id: machine_id.to_string(),
+        };
+        self.ledger.expect(1);
+        self.write_tx
+            .send(WriteItem::Raw { point, origin })
+            .await
+            .map_err(|_| anyhow::anyhow!("writer stopped"))
     }
 
     /// Events reset windows only if they share their machine's telemetry partition, which the

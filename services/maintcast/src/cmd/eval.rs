@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use maintcast_models::{Forecaster, pipeline, train};
+use maintcast_models::{Forecaster, pipeline};
 
 use super::train::{DataArgs, Loaded};
 

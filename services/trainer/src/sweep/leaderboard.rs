@@ -240,7 +240,7 @@ mod tests {
             if decay {
                 r.config.train.schedule = Schedule::Exponential { gamma: 0.9 };
             }
-            r.label = super::grid::label(&r.config);
+            r.label = crate::sweep::grid::label(&r.config);
             r
         };
         let rs = vec![
