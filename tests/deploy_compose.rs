@@ -689,7 +689,10 @@ fn every_alert_rule_is_unit_tested_and_reads_registered_metrics() {
                     errors.push(format!("{alert}: {m} is registered by no service"));
                 }
             }
-            if r["annotations"]["summary"].as_str().is_none_or(str::is_empty) {
+            if r["annotations"]["summary"]
+                .as_str()
+                .is_none_or(str::is_empty)
+            {
                 errors.push(format!("{alert}: no summary"));
             }
         }

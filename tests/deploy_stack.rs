@@ -218,7 +218,11 @@ impl Stack {
                 || container.starts_with(&format!("{}/", prefix.trim_end_matches('/')));
             if matches && best.as_ref().is_none_or(|(l, _)| prefix.len() > *l) {
                 let rest = container[prefix.len()..].trim_start_matches('/');
-                let path = if rest.is_empty() { local } else { local.join(rest) };
+                let path = if rest.is_empty() {
+                    local
+                } else {
+                    local.join(rest)
+                };
                 best = Some((prefix.len(), path));
             }
         };
@@ -346,7 +350,12 @@ impl Stack {
 
 /// Polls `check` until it returns Some, failing with `what` and the services' logs after `limit`
 /// or as soon as one of `procs` exits.
-async fn wait_for<T, F, Fut>(what: &str, limit: Duration, procs: &mut [&mut Proc], mut check: F) -> T
+async fn wait_for<T, F, Fut>(
+    what: &str,
+    limit: Duration,
+    procs: &mut [&mut Proc],
+    mut check: F,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -364,7 +373,10 @@ where
                 .iter()
                 .map(|p| format!("--- {}:\n{}", p.name, p.log_tail()))
                 .collect();
-            panic!("timed out after {limit:?} waiting for {what}\n{}", logs.join("\n"));
+            panic!(
+                "timed out after {limit:?} waiting for {what}\n{}",
+                logs.join("\n")
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -444,10 +456,7 @@ fn scrape_config(stack: &Stack) -> String {
             .iter()
             .filter_map(|t| {
                 let (host, _) = t.split_once(':')?;
-                stack
-                    .ports
-                    .get(host)
-                    .map(|p| format!("127.0.0.1:{p}"))
+                stack.ports.get(host).map(|p| format!("127.0.0.1:{p}"))
             })
             .collect();
         if local.is_empty() {
@@ -529,12 +538,19 @@ async fn compose_services_run_as_processes_scraped_and_alerted_by_prometheus() {
     // ingest: ready, then the demo fleet's history.
     let mut ingest = stack.start("ingest");
     let ready = stack.url("ingest", "/readyz");
-    wait_for("ingest /readyz", Duration::from_secs(120), &mut [&mut ingest], || async {
-        get(&ready).await.filter(|(s, _)| *s == 200)
-    })
+    wait_for(
+        "ingest /readyz",
+        Duration::from_secs(120),
+        &mut [&mut ingest],
+        || async { get(&ready).await.filter(|(s, _)| *s == 200) },
+    )
     .await;
-    let seeded = Path::new(&stack.path("ingest", "/var/lib/maintcast/registry")).join("maintcast/CURRENT");
-    assert!(seeded.exists(), "the entrypoint seeds the registry volume with the pretrained model");
+    let seeded =
+        Path::new(&stack.path("ingest", "/var/lib/maintcast/registry")).join("maintcast/CURRENT");
+    assert!(
+        seeded.exists(),
+        "the entrypoint seeds the registry volume with the pretrained model"
+    );
 
     let started_ms = chrono::Utc::now().timestamp_millis();
     let mut simulator = stack.start("simulator");
@@ -551,8 +567,9 @@ async fn compose_services_run_as_processes_scraped_and_alerted_by_prometheus() {
         || async {
             let newest = newest_rows(&env).await;
             let now = chrono::Utc::now().timestamp_millis();
-            (newest.len() == MACHINES && newest.values().all(|&t| t >= started_ms - 3 * interval_ms))
-                .then_some((newest, now))
+            (newest.len() == MACHINES
+                && newest.values().all(|&t| t >= started_ms - 3 * interval_ms))
+            .then_some((newest, now))
         },
     )
     .await;
@@ -570,23 +587,27 @@ async fn compose_services_run_as_processes_scraped_and_alerted_by_prometheus() {
             ("telemetry", "telemetry", "bearing_temp_c"),
             ("forecasts", "maintenance_forecast", "days_to_maintenance"),
         ] {
-            let per_machine = env
-                .query(&format!(
-                    r#"from(bucket: "{}") |> range(start: {range})
-                       |> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "{field}")
-                       |> group(columns: ["machine_id"]) |> count()"#,
-                    env.bucket
-                ))
-                .await;
-            assert_eq!(
-                per_machine.len(),
-                MACHINES,
-                "{dash}'s range {range}: {what} of every machine, got {per_machine:?}"
+            let flux = format!(
+                r#"from(bucket: "{}") |> range(start: {range})
+                   |> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "{field}")
+                   |> group(columns: ["machine_id"]) |> count()"#,
+                env.bucket
             );
+            // Forecasts trail the rows they score by the inference queue.
+            wait_for(
+                &format!("{dash}'s range {range}: {what} of every machine"),
+                Duration::from_secs(120),
+                &mut [&mut ingest],
+                || async { (env.query(&flux).await.len() == MACHINES).then_some(()) },
+            )
+            .await;
         }
     }
     let events = count(&env, "0", r#"r._measurement == "maintenance_event""#).await;
-    assert!(events > 0, "the fleet's maintenance events reach InfluxDB (MAINTCAST_WRITE_RAW)");
+    assert!(
+        events > 0,
+        "the fleet's maintenance events reach InfluxDB (MAINTCAST_WRITE_RAW)"
+    );
 
     // trainer: a round on the history ingest wrote.
     let mut trainer = stack.start("trainer");
@@ -626,11 +647,17 @@ async fn compose_services_run_as_processes_scraped_and_alerted_by_prometheus() {
             }
         }
     }
-    assert!(exprs.len() >= 5, "the pipeline dashboard's Prometheus queries");
+    assert!(
+        exprs.len() >= 5,
+        "the pipeline dashboard's Prometheus queries"
+    );
     let up = format!("up{{stack=\"{run}\"}} == 1");
-    wait_for("both services scraped", Duration::from_secs(60), &mut [&mut ingest, &mut trainer], || async {
-        (prometheus.query(&up).await.len() == 2).then_some(())
-    })
+    wait_for(
+        "both services scraped",
+        Duration::from_secs(60),
+        &mut [&mut ingest, &mut trainer],
+        || async { (prometheus.query(&up).await.len() == 2).then_some(()) },
+    )
     .await;
     for expr in &exprs {
         // Rejections are counted per reason once one happens: the demo fleet sends none.
@@ -638,10 +665,15 @@ async fn compose_services_run_as_processes_scraped_and_alerted_by_prometheus() {
             prometheus.query(expr).await;
             continue;
         }
-        wait_for(expr, Duration::from_secs(60), &mut [&mut ingest, &mut trainer], || async {
-            let r = prometheus.query(expr).await;
-            (!r.is_empty()).then_some(())
-        })
+        wait_for(
+            expr,
+            Duration::from_secs(60),
+            &mut [&mut ingest, &mut trainer],
+            || async {
+                let r = prometheus.query(expr).await;
+                (!r.is_empty()).then_some(())
+            },
+        )
         .await;
     }
 
@@ -649,7 +681,10 @@ async fn compose_services_run_as_processes_scraped_and_alerted_by_prometheus() {
     let firing = format!(
         "ALERTS{{alertname=\"MaintcastModelRefused\", alertstate=\"firing\", stack=\"{run}\"}}"
     );
-    assert!(prometheus.query(&firing).await.is_empty(), "nothing refused yet");
+    assert!(
+        prometheus.query(&firing).await.is_empty(),
+        "nothing refused yet"
+    );
     let bad = maintcast_e2e::stream::publish_model(&registry, "maintcast", 3);
     maintcast_models::registry::promote(&registry, "maintcast", &bad).unwrap();
     wait_for(
@@ -688,8 +723,15 @@ fn gpu_override_changes_only_the_device(stack: &Stack) {
     assert!(errors.is_empty(), "{errors:?}");
     for (name, over) in services(&gpu) {
         assert!(stack.services.contains_key(&name), "{name}");
-        assert!(over["command"].is_null(), "{name}: the GPU override keeps the command");
+        assert!(
+            over["command"].is_null(),
+            "{name}: the GPU override keeps the command"
+        );
         let keys: Vec<String> = environment(&over).into_keys().collect();
-        assert_eq!(keys, ["MAINTCAST_DEVICE"], "{name}: the GPU override changes the device only");
+        assert_eq!(
+            keys,
+            ["MAINTCAST_DEVICE"],
+            "{name}: the GPU override changes the device only"
+        );
     }
 }

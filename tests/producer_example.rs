@@ -64,7 +64,9 @@ fn readings(dir: &Path) -> (PathBuf, PathBuf, BTreeMap<String, usize>) {
     let mut rows: BTreeMap<String, usize> = BTreeMap::new();
     let body: Vec<&str> = lines.collect();
     for l in &body {
-        *rows.entry(l.split(',').next().unwrap().to_string()).or_default() += 1;
+        *rows
+            .entry(l.split(',').next().unwrap().to_string())
+            .or_default() += 1;
     }
     let last = rows.keys().last().unwrap().clone();
     let (mut first, mut rest) = (vec![header.clone()], vec![header]);
@@ -137,8 +139,19 @@ async fn python_producer_rows_become_forecasts() {
     let (shutdown, service) = start_service(config);
 
     let topic = format!("{run}-telemetry");
-    let (a, b, card) = (a.to_str().unwrap(), b.to_str().unwrap(), card.to_str().unwrap());
-    let base = ["--brokers", &brokers, "--topic", &topic, "--model-card", card];
+    let (a, b, card) = (
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        card.to_str().unwrap(),
+    );
+    let base = [
+        "--brokers",
+        &brokers,
+        "--topic",
+        &topic,
+        "--model-card",
+        card,
+    ];
     // The historian's tag is not a sensor the model knows: refused before anything is sent.
     let refused = producer(&venv, &[&base[..], &["--csv", a]].concat());
     assert_eq!(refused.status.code(), Some(2));
@@ -146,7 +159,11 @@ async fn python_producer_rows_become_forecasts() {
     // Renamed: sent, some machines as Protobuf, the others as JSON.
     let rename = format!("{TAG}=vibration_rms");
     for (csv, format) in [(a, "protobuf"), (b, "json")] {
-        let args = [&base[..], &["--csv", csv, "--format", format, "--rename", &rename]].concat();
+        let args = [
+            &base[..],
+            &["--csv", csv, "--format", format, "--rename", &rename],
+        ]
+        .concat();
         assert!(producer(&venv, &args).status.success());
     }
 

@@ -87,7 +87,10 @@ impl Prometheus {
             .await
             .expect("Prometheus query JSON");
         assert_eq!(resp["status"], "success", "query {expr}: {resp}");
-        resp["data"]["result"].as_array().cloned().unwrap_or_default()
+        resp["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The active scrape targets (`/api/v1/targets`).

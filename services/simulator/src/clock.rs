@@ -33,7 +33,10 @@ impl std::str::FromStr for Start {
         }
         if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
             return Ok(Start::At(
-                d.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis(),
+                d.and_hms_opt(0, 0, 0)
+                    .expect("midnight")
+                    .and_utc()
+                    .timestamp_millis(),
             ));
         }
         Err(format!(
@@ -80,7 +83,10 @@ mod tests {
             "2026-01-01T01:00:00+01:00".parse::<Start>(),
             Ok(Start::At(DEFAULT_START_MS))
         );
-        assert_eq!("2026-01-01".parse::<Start>(), Ok(Start::At(DEFAULT_START_MS)));
+        assert_eq!(
+            "2026-01-01".parse::<Start>(),
+            Ok(Start::At(DEFAULT_START_MS))
+        );
         assert!("yesterday".parse::<Start>().is_err());
         assert_eq!(Start::default(), Start::At(DEFAULT_START_MS));
     }

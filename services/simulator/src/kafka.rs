@@ -81,7 +81,10 @@ pub enum Pace {
     /// Message time is the wall clock: a message goes out when its timestamp comes due, so rows
     /// stamped in the past (a backfill) go at once and the stream never runs ahead of the clock.
     /// `anchor` is the instant at which the clock read `anchor_ms` (epoch ms).
-    WallClock { anchor: Instant, anchor_ms: i64 },
+    WallClock {
+        anchor: Instant,
+        anchor_ms: i64,
+    },
 }
 
 impl Pace {

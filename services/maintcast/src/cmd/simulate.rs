@@ -120,7 +120,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("--days must be positive, got {d}");
     }
     if !(args.backfill_days >= 0.0 && args.backfill_days.is_finite()) {
-        bail!("--backfill-days must be zero or more, got {}", args.backfill_days);
+        bail!(
+            "--backfill-days must be zero or more, got {}",
+            args.backfill_days
+        );
     }
     if args.replay.is_some() && (args.start.is_some() || args.realtime) {
         bail!("--start and --realtime place a simulated fleet; a replay keeps its own timestamps");
