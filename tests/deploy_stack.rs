@@ -587,19 +587,20 @@ async fn compose_services_run_as_processes_scraped_and_alerted_by_prometheus() {
             ("telemetry", "telemetry", "bearing_temp_c"),
             ("forecasts", "maintenance_forecast", "days_to_maintenance"),
         ] {
-            let per_machine = env
-                .query(&format!(
-                    r#"from(bucket: "{}") |> range(start: {range})
-                       |> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "{field}")
-                       |> group(columns: ["machine_id"]) |> count()"#,
-                    env.bucket
-                ))
-                .await;
-            assert_eq!(
-                per_machine.len(),
-                MACHINES,
-                "{dash}'s range {range}: {what} of every machine, got {per_machine:?}"
+            let flux = format!(
+                r#"from(bucket: "{}") |> range(start: {range})
+                   |> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "{field}")
+                   |> group(columns: ["machine_id"]) |> count()"#,
+                env.bucket
             );
+            // Forecasts trail the rows they score by the inference queue.
+            wait_for(
+                &format!("{dash}'s range {range}: {what} of every machine"),
+                Duration::from_secs(120),
+                &mut [&mut ingest],
+                || async { (env.query(&flux).await.len() == MACHINES).then_some(()) },
+            )
+            .await;
         }
     }
     let events = count(&env, "0", r#"r._measurement == "maintenance_event""#).await;
