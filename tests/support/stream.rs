@@ -115,6 +115,7 @@ pub fn publish_random_model(
         weights_sha256: String::new(),
         parent_version: None,
         created_at: "2026-11-29T00:00:00Z".into(),
+        feature_stats: Vec::new(),
     };
     let staged = tempfile::tempdir()?;
     artifact::save(staged.path(), card, &[&varmap])?;
