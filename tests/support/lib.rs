@@ -125,20 +125,25 @@ impl InfluxEnv {
     }
 }
 
-/// Flux's CSV: one header line per table, blank lines between tables.
+/// Flux's CSV: one header line per table (its second cell is `result`), blank lines between
+/// tables; string values with commas or quotes come quoted.
 pub fn parse_flux_csv(body: &str) -> Vec<HashMap<String, String>> {
     let mut rows = Vec::new();
     let mut header: Option<Vec<String>> = None;
-    for line in body.lines() {
-        let line = line.trim_end_matches('\r');
-        if line.is_empty() {
-            header = None;
-            continue;
-        }
-        let cells: Vec<String> = line.split(',').map(str::to_string).collect();
-        match &header {
-            None => header = Some(cells),
-            Some(h) => rows.push(h.iter().cloned().zip(cells).collect()),
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(body.as_bytes());
+    for record in reader.records() {
+        let cells: Vec<String> = record
+            .expect("InfluxDB returned malformed CSV")
+            .iter()
+            .map(str::to_string)
+            .collect();
+        if cells.get(1).map(String::as_str) == Some("result") {
+            header = Some(cells);
+        } else if let Some(h) = &header {
+            rows.push(h.iter().cloned().zip(cells).collect());
         }
     }
     rows
