@@ -297,11 +297,22 @@ mod tests {
             .map(|i| [10.0 + i as f32 * 0.01, 50.0 + (i % 3) as f32])
             .collect();
         rows.push([10.4, 56.0]);
-        assert_eq!(q.assess(&feed(&mut q, &rows), &st, &cfg).flags, [0, 0]);
+        assert_eq!(
+            {
+                let w = feed(&mut q, &rows);
+                q.assess(&w, &st, &cfg)
+            }
+            .flags,
+            [0, 0]
+        );
         let mut q = MachineQuality::new(2);
         rows.push([10.45, 56.5]);
         assert_eq!(
-            q.assess(&feed(&mut q, &rows), &st, &cfg).flags,
+            {
+                let w = feed(&mut q, &rows);
+                q.assess(&w, &st, &cfg)
+            }
+            .flags,
             [0, flag::OUT_OF_RANGE]
         );
 
@@ -322,7 +333,11 @@ mod tests {
                 })
                 .collect();
             assert_eq!(
-                q.assess(&feed(&mut q, &rows), &st, &cfg).flags,
+                {
+                    let w = feed(&mut q, &rows);
+                    q.assess(&w, &st, &cfg)
+                }
+                .flags,
                 [want, 0],
                 "{extra:?}"
             );
@@ -334,7 +349,10 @@ mod tests {
         let rows: Vec<[f32; 2]> = (0..60)
             .map(|i| [11.9 + (i % 2) as f32 * 0.01 - 0.005, 50.0 + (i % 3) as f32])
             .collect();
-        let got = q.assess(&feed(&mut q, &rows), &st, &cfg);
+        let got = {
+            let w = feed(&mut q, &rows);
+            q.assess(&w, &st, &cfg)
+        };
         assert_eq!(got.flags, [flag::DRIFT, 0]);
         assert_eq!(got.describe(&names), "vib:drift");
     }
