@@ -19,7 +19,7 @@ async fn kafka_round_trip_in_a_consumer_group() {
 
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
-        .set("message.timeout.ms", "10000")
+        .set("message.timeout.ms", "60000")
         .create()
         .expect("producer");
     let n = 30;

@@ -193,20 +193,25 @@ impl InfluxEnv {
     }
 }
 
-/// Flux's CSV: one header line per table, blank lines between tables.
+/// Flux's CSV: one header line per table (its second cell is `result`), blank lines between
+/// tables; string values with commas or quotes come quoted.
 pub fn parse_flux_csv(body: &str) -> Vec<HashMap<String, String>> {
     let mut rows = Vec::new();
     let mut header: Option<Vec<String>> = None;
-    for line in body.lines() {
-        let line = line.trim_end_matches('\r');
-        if line.is_empty() {
-            header = None;
-            continue;
-        }
-        let cells: Vec<String> = line.split(',').map(str::to_string).collect();
-        match &header {
-            None => header = Some(cells),
-            Some(h) => rows.push(h.iter().cloned().zip(cells).collect()),
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(body.as_bytes());
+    for record in reader.records() {
+        let cells: Vec<String> = record
+            .expect("InfluxDB returned malformed CSV")
+            .iter()
+            .map(str::to_string)
+            .collect();
+        if cells.get(1).map(String::as_str) == Some("result") {
+            header = Some(cells);
+        } else if let Some(h) = &header {
+            rows.push(h.iter().cloned().zip(cells).collect());
         }
     }
     rows
@@ -234,18 +239,58 @@ pub async fn create_topic(brokers: &str, name: &str, partitions: i32) {
         .create()
         .expect("kafka admin client");
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    let results = admin
-        .create_topics(
-            [&topic],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .expect("create_topics request");
-    for r in results {
-        if let Err((t, code)) = r
-            && code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists
+    // A busy broker may refuse for a few seconds while its controller settles: retried for a
+    // minute, then the last refusal is the failure.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let error = match admin
+            .create_topics(
+                [&topic],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await
         {
-            panic!("creating topic {t}: {code}");
-        }
+            Err(e) => format!("create_topics request: {e}"),
+            Ok(results) => match results.into_iter().find_map(|r| r.err()) {
+                None => return,
+                Some((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => return,
+                Some((t, code)) => format!("creating topic {t}: {code}"),
+            },
+        };
+        assert!(std::time::Instant::now() < deadline, "{error}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_flux_csv;
+
+    /// Splitting on commas would shift every column after the quoted one.
+    #[test]
+    fn flux_csv_keeps_quoted_commas_and_starts_a_table_at_each_header() {
+        let body = concat!(
+            ",result,table,_time,note,days\r\n",
+            ",_result,0,2026-11-29T06:00:00Z,\"worn, replace \"\"soon\"\"\",4.5\r\n",
+            ",_result,0,2026-11-29T07:00:00Z,,3\r\n",
+            "\r\n",
+            ",result,table,_value\r\n",
+            ",_result,1,12\r\n",
+        );
+        let rows = parse_flux_csv(body);
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        assert_eq!(rows[0]["note"], "worn, replace \"soon\"");
+        assert_eq!(rows[0]["days"], "4.5");
+        assert_eq!(rows[1]["note"], "");
+        assert_eq!(rows[1]["days"], "3");
+        assert_eq!(rows[2]["_value"], "12");
+        assert_eq!(rows[2]["table"], "1");
+        assert!(!rows[2].contains_key("days"));
+    }
+
+    #[test]
+    fn flux_csv_of_an_empty_result_is_no_rows() {
+        assert!(parse_flux_csv("").is_empty());
+        assert!(parse_flux_csv("\r\n").is_empty());
     }
 }

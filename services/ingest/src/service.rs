@@ -12,31 +12,27 @@ use std::time::Duration;
 
 use anyhow::Context;
 use maintcast_common::influx::Writer;
-use maintcast_common::points::Point;
 use maintcast_common::shutdown::Shutdown;
-use maintcast_proto::{Alert, AlertState, Decoder, Forecast};
+use maintcast_proto::Decoder;
 use prometheus_client::registry::Registry;
 use rdkafka::TopicPartitionList;
-use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use tokio::sync::mpsc;
 
 use crate::checkpoint;
 use crate::config::Config;
 use crate::infer::Inference;
-use crate::metrics::{Health, Metrics, labels};
+use crate::metrics::{Health, Metrics};
 use crate::model::Model;
 use crate::offsets::{Ack, Ledger};
 use crate::pipeline::{ForecastRequest, Pipeline};
-use crate::publish::{OutRecord, Publisher};
+use crate::publish::Publisher;
 use crate::serving::{ServingModel, parse_device};
-use crate::sink::{Origin, Sink, WriteItem};
+use crate::sink::{Sink, WriteItem};
 use crate::source::{self, KafkaConsumer, Partition, Polled, Source};
-use crate::window::{RowOutcome, WindowStore};
+use crate::window::WindowStore;
 
-/// Distinct sensor names given their own label on `unknown_sensors`; the rest share "other", so
-/// a producer sending random names cannot blow up the metric's cardinality.
-const MAX_UNKNOWN_SENSOR_LABELS: usize = 200;
+mod messages;
 
 /// Runs the service until `shutdown` fires, then drains, commits and returns.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -299,201 +295,6 @@ impl Loop {
                     }
                 }
             }
-        }
-    }
-
-    fn maybe_alert(&mut self, f: &Forecast) {
-        let Some(w) = self.pipeline.store().get(&f.machine_id) else {
-            return;
-        };
-        let current = self
-            .alerts_pending
-            .get(&f.machine_id)
-            .copied()
-            .unwrap_or(w.alert_due);
-        let Some(state) = self.config.alert.evaluate(current, f.days_to_maintenance) else {
-            return;
-        };
-        let due = state == AlertState::Due;
-        self.alerts_pending.insert(f.machine_id.clone(), due);
-        let alert = Alert {
-            machine_id: f.machine_id.clone(),
-            ts_ms: f.ts_ms,
-            state,
-            days_to_maintenance: f.days_to_maintenance,
-            threshold_days: self.config.alert.threshold_days,
-            due_at: f.due_at,
-            model: f.model.clone(),
-            model_version: f.model_version.clone(),
-            machine_type: f.machine_type.clone(),
-            site: f.site.clone(),
-        };
-        let record = OutRecord::alert(&self.config.topics.alerts, &alert);
-        let ack = Ack::AlertDelivered {
-            machine_id: f.machine_id.clone(),
-            due,
-        };
-        let n = self.publisher.send(record, "alert", ack);
-        self.ledger.expect(n);
-    }
-
-    fn dead_letter(&mut self, msg: &OwnedMessage, error: &str, reason: &str) {
-        tracing::debug!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), %error, "rejected message");
-        let record = OutRecord::dead_letter(&self.config.topics.dlq, msg, error);
-        let n = self.publisher.send(record, "dlq", Ack::Delivered);
-        self.ledger.expect(n);
-        self.metrics
-            .rejected
-            .get_or_create(&labels(&[("reason", reason)]))
-            .inc();
-    }
-
-    async fn on_message(&mut self, msg: OwnedMessage) -> anyhow::Result<()> {
-        let key = (msg.topic().to_string(), msg.partition());
-        if !self.ledger.owns(&key) {
-            return Ok(());
-        }
-        self.metrics
-            .consumed
-            .get_or_create(&labels(&[("topic", &key.0)]))
-            .inc();
-        if key.0 == self.config.topics.telemetry {
-            self.on_telemetry(&msg).await?;
-        } else {
-            self.on_event(&msg).await?;
-        }
-        self.ledger.consumed(key, msg.offset());
-        Ok(())
-    }
-
-    async fn on_telemetry(&mut self, msg: &OwnedMessage) -> anyhow::Result<()> {
-        let content_type = source::header(msg, maintcast_proto::CONTENT_TYPE_HEADER);
-        let t = match self
-            .decoder
-            .decode_telemetry(msg.payload().unwrap_or(&[]), content_type.as_deref())
-        {
-            Ok(t) => t,
-            Err(e) => {
-                self.dead_letter(msg, &e.to_string(), e.reason());
-                return Ok(());
-            }
-        };
-        self.metrics.decoded.inc();
-        self.check_key(msg, &t.machine_id);
-        let step = self
-            .pipeline
-            .on_telemetry(&t, msg.partition(), msg.offset());
-        for sensor in &step.new_unknown_sensors {
-            tracing::warn!(
-                machine_id = t.machine_id,
-                sensor,
-                "telemetry names a sensor the serving model does not use; its values are ignored \
-                 (sensor names must match the model's features exactly)"
-            );
-        }
-        let unknown: Vec<String> = self.pipeline.unknown_in(&t).map(str::to_string).collect();
-        for sensor in unknown {
-            let label = if self.unknown_labels.contains(&sensor)
-                || self.unknown_labels.len() < MAX_UNKNOWN_SENSOR_LABELS
-            {
-                self.unknown_labels.insert(sensor.clone());
-                sensor
-            } else {
-                "other".to_string()
-            };
-            self.metrics
-                .unknown_sensors
-                .get_or_create(&labels(&[("sensor", &label)]))
-                .inc();
-        }
-        match step.outcome {
-            RowOutcome::Applied { filled } => self.metrics.filled_values.inc_by(filled as u64),
-            RowOutcome::Duplicate => self.metrics.duplicates.inc(),
-            RowOutcome::Late => self.metrics.late.inc(),
-        };
-        if step.history && self.config.write_raw {
-            // The row still updates the window even when its history entry is impossible.
-            let point = Point::telemetry(&t).map(|p| p.data_point());
-            self.write_history(msg, &t.machine_id, point).await?;
-        }
-        if let Some(req) = step.forecast {
-            self.ledger.expect(1);
-            // Blocks when inference is behind: consumption pauses.
-            self.req_tx
-                .send(req)
-                .await
-                .map_err(|_| anyhow::anyhow!("inference stopped"))?;
-        }
-        Ok(())
-    }
-
-    async fn on_event(&mut self, msg: &OwnedMessage) -> anyhow::Result<()> {
-        let content_type = source::header(msg, maintcast_proto::CONTENT_TYPE_HEADER);
-        let ev = match self
-            .decoder
-            .decode_maintenance_event(msg.payload().unwrap_or(&[]), content_type.as_deref())
-        {
-            Ok(ev) => ev,
-            Err(e) => {
-                self.dead_letter(msg, &e.to_string(), e.reason());
-                return Ok(());
-            }
-        };
-        self.check_key(msg, &ev.machine_id);
-        self.pipeline.on_event(&ev, msg.partition());
-        // Every event is history, also a stale one: the trainer decides what it means.
-        if self.config.write_raw {
-            let point = Point::maintenance_event(&ev).map(|p| p.data_point());
-            self.write_history(msg, &ev.machine_id, point).await?;
-        }
-        Ok(())
-    }
-
-    /// Queues a raw history point, or dead-letters its message when no point can be built.
-    async fn write_history(
-        &mut self,
-        msg: &OwnedMessage,
-        machine_id: &str,
-        point: Result<influxdb2::models::DataPoint, maintcast_common::points::PointError>,
-    ) -> anyhow::Result<()> {
-        let point = match point {
-            Ok(p) => p,
-            Err(e) => {
-                self.dead_letter(msg, &format!("{e:#}"), "history");
-                return Ok(());
-            }
-        };
-        let origin = Origin {
-            topic: msg.topic().to_string(),
-            partition: msg.partition(),
-            offset: msg.offset(),
-            machine_id: machine_id.to_string(),
-        };
-        self.ledger.expect(1);
-        self.write_tx
-            .send(WriteItem::Raw { point, origin })
-            .await
-            .map_err(|_| anyhow::anyhow!("writer stopped"))
-    }
-
-    /// Events reset windows only if they share their machine's telemetry partition, which the
-    /// key decides: a key that is not the machine_id is counted and warned about once.
-    fn check_key(&mut self, msg: &OwnedMessage, machine_id: &str) {
-        match msg.key() {
-            Some(k) if k != machine_id.as_bytes() => {
-                self.metrics.key_mismatches.inc();
-                if self.key_warned.len() < 10_000 && self.key_warned.insert(machine_id.to_string())
-                {
-                    tracing::warn!(
-                        machine_id,
-                        topic = msg.topic(),
-                        key = %String::from_utf8_lossy(k),
-                        "message key is not its machine_id: its maintenance events may land in \
-                         another partition and never reset its window"
-                    );
-                }
-            }
-            _ => {}
         }
     }
 
