@@ -59,7 +59,7 @@ fn one() -> usize {
 }
 
 /// Distribution of one feature's raw training values.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FeatureStats {
     pub min: f32,
     pub max: f32,
@@ -72,15 +72,25 @@ pub struct FeatureStats {
 
 impl FeatureStats {
     /// Per-feature summaries of row-major `rows` (`n_features` a row); empty without rows.
-    /// Percentiles are nearest-rank.
+    /// Percentiles are nearest-rank. Missing (non-finite) values are skipped: raw rows keep them
+    /// as NaN, and JSON has no NaN to write. A feature with no finite value gets zeros.
     pub fn of_rows(rows: &[f32], n_features: usize) -> Vec<FeatureStats> {
         if n_features == 0 || rows.len() < n_features {
             return Vec::new();
         }
-        let n = rows.len() / n_features;
         (0..n_features)
             .map(|f| {
-                let mut col: Vec<f32> = rows.iter().skip(f).step_by(n_features).copied().collect();
+                let mut col: Vec<f32> = rows
+                    .iter()
+                    .skip(f)
+                    .step_by(n_features)
+                    .copied()
+                    .filter(|v| v.is_finite())
+                    .collect();
+                let n = col.len();
+                if n == 0 {
+                    return FeatureStats::default();
+                }
                 col.sort_by(f32::total_cmp);
                 let mean = col.iter().map(|&v| f64::from(v)).sum::<f64>() / n as f64;
                 let var = col
@@ -276,5 +286,21 @@ mod feature_stats_tests {
             (5.0, 5.0, 0.0, 5.0)
         );
         assert!(FeatureStats::of_rows(&[], 3).is_empty());
+    }
+
+    /// Raw rows hold NaN where a reading was missing; a NaN statistic would be written as JSON
+    /// `null` and make the card unreadable (seen: a trainer round refused its own artifact).
+    #[test]
+    fn missing_values_are_skipped_and_the_stats_survive_json() {
+        let rows = [1.0, f32::NAN, f32::NAN, f32::NAN, 3.0, f32::INFINITY];
+        let s = FeatureStats::of_rows(&rows, 2);
+        assert_eq!(
+            (s[0].min, s[0].max, s[0].mean, s[0].p50),
+            (1.0, 3.0, 2.0, 1.0)
+        );
+        assert_eq!(s[1], FeatureStats::default());
+        let json = serde_json::to_string(&s).unwrap();
+        let back: Vec<FeatureStats> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
     }
 }
