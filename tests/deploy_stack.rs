@@ -769,11 +769,26 @@ async fn compose_services_run_as_processes_scraped_and_alerted_by_prometheus() {
     };
     maintcast_models::registry::promote_with(&registry, "maintcast", &bad, "test", &forced)
         .unwrap();
+    // Ingest looks at CURRENT between inference batches (every reload interval at most); the
+    // simulator's next row is up to an hour away, so rows of a machine with a full window come
+    // now, one each time the alert is looked for.
+    let due = machines_with_a_window(&env, "0", WINDOW).await;
+    let machine = due.first().expect("a machine with a full window").clone();
+    let producer = maintcast_e2e::stream::producer(&brokers);
+    let telemetry = stack.topic("telemetry");
     wait_for(
         "the model-refused alert to fire",
         Duration::from_secs(90),
         &mut [&mut ingest, &mut trainer],
-        || async { (!prometheus.query(&firing).await.is_empty()).then_some(()) },
+        || async {
+            let row = format!(
+                r#"{{"machine_id":"{machine}","ts":{},"sensors":{{"bearing_temp_c":60.0}}}}"#,
+                chrono::Utc::now().timestamp_millis()
+            );
+            maintcast_e2e::stream::produce(&producer, &telemetry, &machine, row.as_bytes(), None)
+                .await;
+            (!prometheus.query(&firing).await.is_empty()).then_some(())
+        },
     )
     .await;
     let (_, body) = get(&stack.url("ingest", "/metrics")).await.unwrap();

@@ -50,20 +50,9 @@ impl Inference {
         let mut reloader = Reloader::new(&config, device);
         loop {
             let batch = match batcher.deadline() {
-                None => tokio::select! {
-                    r = rx.recv() => match r {
-                        Some(r) => batcher.push(r, Instant::now()),
-                        None => break,
-                    },
-                    // Idle (machines report hourly, say): a promoted model is still checked, so
-                    // one that cannot serve is refused and alerted on without waiting for a row.
-                    _ = tokio::time::sleep(config.reload_interval) => {
-                        if let Some(m) = reloader.check(&model, &metrics).await {
-                            columns = columns_for(&window_features, &*m);
-                            model = m;
-                        }
-                        continue;
-                    }
+                None => match rx.recv().await {
+                    Some(r) => batcher.push(r, Instant::now()),
+                    None => break,
                 },
                 Some(deadline) => {
                     tokio::select! {
@@ -81,7 +70,10 @@ impl Inference {
             }
             // Between batches: the only place the model may change, so a batch is all one version.
             if let Some(m) = reloader.check(&model, &metrics).await {
-                columns = columns_for(&window_features, &*m);
+                columns = match Columns::between(&window_features, m.features()) {
+                    Columns::Reordered(map) => Some(map.into()),
+                    Columns::Same | Columns::Incompatible => None,
+                };
                 model = m;
             }
             metrics.batch_size.observe(batch.len() as f64);
@@ -258,14 +250,6 @@ impl Reloader {
                 None
             }
         }
-    }
-}
-
-/// Where `model`'s features sit in a window row; None while they are in the window's order.
-fn columns_for(window_features: &[String], model: &dyn Model) -> Option<Arc<[usize]>> {
-    match Columns::between(window_features, model.features()) {
-        Columns::Reordered(map) => Some(map.into()),
-        Columns::Same | Columns::Incompatible => None,
     }
 }
 
