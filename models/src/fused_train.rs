@@ -1,6 +1,10 @@
 //! Fused CPU training step for [`crate::network::Network`]: the forward pass over a batch that
 //! keeps what backward needs, the loss, and backpropagation through time written out by hand.
 //!
+//! Over 400 lines on purpose: forward and backward share one buffer layout and must change
+//! together; split apart, a change to one would silently break the other's gradients (the
+//! reference tests against Candle autograd guard the whole).
+//!
 //! Candle autograd over the composed ops builds dozens of tensors per timestep and layer, forward
 //! and backward; at batch 64 that overhead, not the arithmetic, was the epoch time (~15x this). Here every buffer
 //! is allocated once and reused across batches. Activations are stored time-major (`[t, b, ·]`),

@@ -4,6 +4,9 @@
 //! event (condition-based repair, calendar service, or failure), then restarts after some downtime.
 //! A whole cycle is simulated as soon as it starts, so every row knows its true time to the event
 //! that ends its cycle before anyone downstream sees the row.
+//!
+//! Over 400 lines on purpose: regime, wear and its fault modes, readings and maintenance
+//! are one state machine per cycle, and the truth each row carries depends on all of them.
 
 use std::collections::VecDeque;
 
