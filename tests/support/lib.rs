@@ -131,35 +131,7 @@ impl InfluxEnv {
 impl InfluxEnv {
     /// The same server and token with its own bucket `name`, created now (infinite retention).
     pub async fn with_new_bucket(&self, name: &str) -> InfluxEnv {
-        let http = reqwest::Client::new();
-        let base = self.url.trim_end_matches('/');
-        let auth = format!("Token {}", self.token);
-        let orgs: serde_json::Value = http
-            .get(format!("{base}/api/v2/orgs"))
-            .query(&[("org", self.org.as_str())])
-            .header("Authorization", &auth)
-            .send()
-            .await
-            .expect("list orgs")
-            .json()
-            .await
-            .expect("orgs JSON");
-        let org_id = orgs["orgs"][0]["id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("org {} not found: {orgs}", self.org));
-        let resp = http
-            .post(format!("{base}/api/v2/buckets"))
-            .header("Authorization", &auth)
-            .json(&serde_json::json!({"orgID": org_id, "name": name, "retentionRules": []}))
-            .send()
-            .await
-            .expect("create bucket");
-        let status = resp.status();
-        assert!(
-            status.is_success(),
-            "creating bucket {name}: {status} {}",
-            resp.text().await.unwrap_or_default()
-        );
+        bucket::create_bucket(self, name).await;
         InfluxEnv {
             bucket: name.to_string(),
             ..self.clone()
@@ -168,28 +140,7 @@ impl InfluxEnv {
 
     /// Deletes this env's bucket (best effort: a test's cleanup).
     pub async fn delete_bucket(&self) {
-        let http = reqwest::Client::new();
-        let base = self.url.trim_end_matches('/');
-        let auth = format!("Token {}", self.token);
-        let Ok(resp) = http
-            .get(format!("{base}/api/v2/buckets"))
-            .query(&[("name", self.bucket.as_str())])
-            .header("Authorization", &auth)
-            .send()
-            .await
-        else {
-            return;
-        };
-        let Ok(list) = resp.json::<serde_json::Value>().await else {
-            return;
-        };
-        if let Some(id) = list["buckets"][0]["id"].as_str() {
-            let _ = http
-                .delete(format!("{base}/api/v2/buckets/{id}"))
-                .header("Authorization", &auth)
-                .send()
-                .await;
-        }
+        bucket::delete_bucket(self, &self.bucket).await;
     }
 }
 
