@@ -268,6 +268,8 @@ struct Fleet {
 }
 
 const ROWS: i64 = 72;
+/// The machine whose newest forecasts carry an input-quality flag.
+const DOUBTFUL_MACHINE: usize = 4;
 const FIRST_FORECAST_ROW: i64 = 12;
 /// Machine 0 moves from model version v1 to v2 at this row, the others stay on v1.
 const VERSION_SWITCH_ROW: i64 = 50;
@@ -343,8 +345,14 @@ fn fleet_points(fleet: &Fleet) -> Vec<DataPoint> {
                 "v1"
             };
             let days = forecast_days(m, i);
+            // One machine's newest forecasts were made from a stuck sensor.
+            let doubtful = mi == DOUBTFUL_MACHINE && i >= ROWS - 3;
+            let mut forecast = DataPoint::builder("maintenance_forecast");
+            if doubtful {
+                forecast = forecast.field("quality_flags", "vibration_rms:stuck");
+            }
             points.push(
-                DataPoint::builder("maintenance_forecast")
+                forecast
                     .tag("machine_id", m.id.as_str())
                     .tag("model", "lstm")
                     .tag("model_version", version)
@@ -355,6 +363,8 @@ fn fleet_points(fleet: &Fleet) -> Vec<DataPoint> {
                     .field("days_p10", days * 0.8)
                     .field("days_p90", days * 1.25)
                     .field("window_rows", (i + 1).min(60))
+                    .field("quality_score", if doubtful { 0.5 } else { 1.0 })
+                    .field("low_confidence", doubtful)
                     .timestamp(t)
                     .build()
                     .unwrap(),
@@ -707,6 +717,45 @@ fn check(key: &str, rows: &[Row], fleet: &Fleet) -> Result<(), String> {
                 return fail(format!("{v} minutes, expected about 30"));
             }
         }
+        "maintcast-fleet/Input quality (worst first)/A" => {
+            if rows.len() != fleet.machines.len() || distinct(rows, "machine_id") != ids {
+                return fail("expected one row per machine".into());
+            }
+            let worst = &fleet.machines[DOUBTFUL_MACHINE];
+            let first = &rows[0];
+            if text(first, "machine_id") != worst.id
+                || num(first, "quality_score") != 0.5
+                || text(first, "low_confidence") != "true"
+                || text(first, "quality_flags") != "vibration_rms:stuck"
+            {
+                return fail(format!(
+                    "expected {} first, stuck and low-confidence",
+                    worst.id
+                ));
+            }
+            if rows[1..].iter().any(|r| {
+                num(r, "quality_score") != 1.0
+                    || text(r, "low_confidence") != "false"
+                    || !text(r, "quality_flags").is_empty()
+            }) {
+                return fail("expected every other machine clean".into());
+            }
+        }
+        "alert/maintcast-days-left-low/D" => {
+            if rows.len() != fleet.machines.len() || distinct(rows, "machine_id") != ids {
+                return fail("expected one series per machine, labelled machine_id".into());
+            }
+            for r in rows {
+                let doubtful = text(r, "machine_id") == fleet.machines[DOUBTFUL_MACHINE].id;
+                let want = if doubtful { 0.5 } else { 1.0 };
+                if num(r, "_value") != want {
+                    return fail(format!(
+                        "{}: quality {want} expected",
+                        text(r, "machine_id")
+                    ));
+                }
+            }
+        }
         "alert/maintcast-days-left-low/A" | "alert/maintcast-due-date-near/A" => {
             // One table per machine: Grafana makes each a separate alert instance labelled machine_id.
             if rows.len() != fleet.machines.len()
@@ -861,7 +910,7 @@ fn dashboards_and_alerts_use_the_provisioned_data_sources() {
             .iter()
             .filter(|q| q.key.starts_with("maintcast-fleet/"))
             .count(),
-        6
+        7
     );
 }
 
@@ -905,9 +954,17 @@ fn columns_used(key: &str) -> &'static [&'static str] {
         "maintcast-training/Runs: best validation error and training time/A" => {
             &["run_id", "val_mae", "val_rmse", "elapsed_s", "epochs"]
         }
-        "alert/maintcast-days-left-low/A" | "alert/maintcast-due-date-near/A" => {
-            &["_time", "_value", "machine_id"]
-        }
+        "alert/maintcast-days-left-low/A"
+        | "alert/maintcast-due-date-near/A"
+        | "alert/maintcast-days-left-low/D" => &["_time", "_value", "machine_id"],
+        "maintcast-fleet/Input quality (worst first)/A" => &[
+            "machine_id",
+            "quality_score",
+            "low_confidence",
+            "quality_flags",
+            "site",
+            "machine_type",
+        ],
         _ => &["_value"],
     }
 }

@@ -2,7 +2,6 @@
 //! is acknowledged that was not delivered, and no single message, outage of credentials or
 //! misconfiguration stops the stream or passes for healthy.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use maintcast_e2e::stream::{
     committed_rows, make_model, new_fleet, offline_forecasts, offline_forecasts_by, produce,
     produce_to, producer, publish_random_model, send_fleet,
 };
+use maintcast_e2e::topic::read_topic;
 use maintcast_e2e::{InfluxEnv, create_topic, influx, kafka_brokers, unique};
 use maintcast_models::registry;
 use rdkafka::ClientConfig;
@@ -21,7 +21,6 @@ use rdkafka::admin::{
 };
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
 
 fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -70,40 +69,6 @@ async fn wait_metrics(addr: SocketAddr, secs: u64, what: &str, cond: impl Fn(&st
 }
 
 /// Records of `topic` with their headers, read from the start until `n` arrived or `secs` passed.
-fn read_topic(
-    brokers: &str,
-    topic: &str,
-    n: usize,
-    secs: u64,
-) -> Vec<(Vec<u8>, HashMap<String, String>)> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    c.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while out.len() < n && std::time::Instant::now() < deadline {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            let headers = m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| {
-                            let v = String::from_utf8_lossy(h.value.unwrap_or(&[])).into_owned();
-                            (h.key.to_string(), v)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push((m.payload().unwrap_or(&[]).to_vec(), headers));
-        }
-    }
-    out
-}
-
 /// Hole 1: a row whose sensors are all null passes decoding but cannot be a history point. It
 /// must reach the DLQ with the reason while the stream goes on (it used to end `run`, and the
 /// restart read it again: a crash loop).

@@ -184,6 +184,9 @@ async fn realized_accuracy_scores_served_forecasts_against_the_event() {
             window_rows: 60,
             machine_type: None,
             site: None,
+            quality_score: 1.0,
+            quality_flags: String::new(),
+            low_confidence: false,
         })
         .unwrap()
         .data_point()

@@ -68,6 +68,12 @@ pub struct FeatureStats {
     pub p01: f32,
     pub p50: f32,
     pub p99: f32,
+    /// Share of consecutive rows (both present) that repeat the previous value exactly: how
+    /// often a quantised or slow sensor looks frozen while healthy. Rows are in time order per
+    /// machine, so only the few pairs across machine boundaries are not true neighbours. Absent
+    /// (0) in cards written before it existed.
+    #[serde(default)]
+    pub repeat: f32,
 }
 
 impl FeatureStats {
@@ -91,6 +97,15 @@ impl FeatureStats {
                 if n == 0 {
                     return FeatureStats::default();
                 }
+                let (mut pairs, mut same) = (0u64, 0u64);
+                let mut prev = f32::NAN;
+                for v in rows.iter().skip(f).step_by(n_features) {
+                    if v.is_finite() && prev.is_finite() {
+                        pairs += 1;
+                        same += u64::from(*v == prev);
+                    }
+                    prev = *v;
+                }
                 col.sort_by(f32::total_cmp);
                 let mean = col.iter().map(|&v| f64::from(v)).sum::<f64>() / n as f64;
                 let var = col
@@ -107,6 +122,11 @@ impl FeatureStats {
                     p01: rank(0.01),
                     p50: rank(0.5),
                     p99: rank(0.99),
+                    repeat: if pairs == 0 {
+                        0.0
+                    } else {
+                        (same as f64 / pairs as f64) as f32
+                    },
                 }
             })
             .collect()
@@ -286,6 +306,23 @@ mod feature_stats_tests {
             (5.0, 5.0, 0.0, 5.0)
         );
         assert!(FeatureStats::of_rows(&[], 3).is_empty());
+        // Feature 0 never repeats; the constant feature 1 always does.
+        assert_eq!((s[0].repeat, s[1].repeat), (0.0, 1.0));
+    }
+
+    /// A sensor quantised coarser than its noise repeats itself while healthy; the share is
+    /// counted over neighbouring rows that both hold a value.
+    #[test]
+    fn repeat_share_counts_present_neighbours() {
+        // Feature 0: 1, 1, NaN, 1, 2 -> pairs (1,1) and (1,2): one of two repeats.
+        let rows = [1.0, 0.0, 1.0, 0.0, f32::NAN, 0.0, 1.0, 0.0, 2.0, 0.0];
+        let s = FeatureStats::of_rows(&rows, 2);
+        assert_eq!(s[0].repeat, 0.5);
+        let old: FeatureStats = serde_json::from_str(
+            r#"{"min":0,"max":1,"mean":0.5,"std":0.5,"p01":0,"p50":0,"p99":1}"#,
+        )
+        .unwrap();
+        assert_eq!(old.repeat, 0.0, "cards without the field still load");
     }
 
     /// Raw rows hold NaN where a reading was missing; a NaN statistic would be written as JSON

@@ -18,11 +18,13 @@ use crate::error::{ModelError, Result};
 
 mod promotion;
 mod servable;
+mod stats;
 
 pub use promotion::{
     Action, LogEntry, PROMOTIONS, promote, promote_with, read_log, rollback, serving_stack,
 };
 pub use servable::{Servable, check_servable};
+pub use stats::fill_feature_stats;
 
 pub const CURRENT: &str = "CURRENT";
 

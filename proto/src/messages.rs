@@ -161,6 +161,25 @@ pub struct Forecast {
     pub machine_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
+    /// Input quality: the share of the model's sensors that passed every check (1 = clean).
+    #[serde(default = "clean", skip_serializing_if = "is_clean")]
+    pub quality_score: f64,
+    /// `sensor:flag` pairs that lowered the score (flags: stuck, out_of_range, missing, drift),
+    /// comma-separated; empty when clean.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub quality_flags: String,
+    /// The score is below the service's threshold: the interval was widened and the forecast
+    /// should not be acted on as certain.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub low_confidence: bool,
+}
+
+fn clean() -> f64 {
+    1.0
+}
+
+fn is_clean(score: &f64) -> bool {
+    *score == 1.0
 }
 
 impl Forecast {
@@ -177,6 +196,9 @@ impl Forecast {
             window_rows: self.window_rows,
             machine_type: self.machine_type.clone(),
             site: self.site.clone(),
+            quality_score: Some(self.quality_score),
+            quality_flags: self.quality_flags.clone(),
+            low_confidence: self.low_confidence,
         }
         .encode_to_vec()
     }
@@ -206,6 +228,17 @@ pub struct Alert {
     pub machine_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
+    /// Input quality: the share of the model's sensors that passed every check (1 = clean).
+    #[serde(default = "clean", skip_serializing_if = "is_clean")]
+    pub quality_score: f64,
+    /// `sensor:flag` pairs that lowered the score (flags: stuck, out_of_range, missing, drift),
+    /// comma-separated; empty when clean.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub quality_flags: String,
+    /// The score is below the service's threshold: the interval was widened and the forecast
+    /// should not be acted on as certain.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub low_confidence: bool,
 }
 
 impl Alert {
@@ -224,6 +257,9 @@ impl Alert {
             model_version: self.model_version.clone(),
             machine_type: self.machine_type.clone(),
             site: self.site.clone(),
+            quality_score: Some(self.quality_score),
+            quality_flags: self.quality_flags.clone(),
+            low_confidence: self.low_confidence,
         }
         .encode_to_vec()
     }

@@ -144,9 +144,25 @@ fn what_our_serialisers_write_validates() {
         model_version: "v0001".into(),
         machine_type: None,
         site: Some("aarhus".into()),
+        quality_score: 1.0,
+        quality_flags: String::new(),
+        low_confidence: false,
     };
     let json = serde_json::to_value(&alert).unwrap();
     assert_eq!(errors(&schema("alert"), &json), Vec::<String>::new());
+    assert!(
+        json.get("quality_score").is_none(),
+        "clean inputs add nothing"
+    );
+    let doubtful = Alert {
+        quality_score: 5.0 / 6.0,
+        quality_flags: "bearing_temp_c:stuck".into(),
+        low_confidence: true,
+        ..alert
+    };
+    let json = serde_json::to_value(&doubtful).unwrap();
+    assert_eq!(errors(&schema("alert"), &json), Vec::<String>::new());
+    assert_eq!(json["low_confidence"], true);
 }
 
 #[test]

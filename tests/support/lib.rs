@@ -9,6 +9,7 @@ pub mod ingest;
 pub mod offline;
 pub mod prometheus;
 pub mod stream;
+pub mod topic;
 
 use std::collections::HashMap;
 use std::net::{TcpStream, ToSocketAddrs};

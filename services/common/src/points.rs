@@ -81,6 +81,12 @@ pub mod forecast {
         pub const P90: &str = "days_p90";
         /// Integer: the machine's rows in the window (less than the window when left-padded).
         pub const WINDOW_ROWS: &str = "window_rows";
+        /// Float 0..1: the share of the model's sensors whose inputs passed every quality check.
+        pub const QUALITY_SCORE: &str = "quality_score";
+        /// String, only when some check failed: `sensor:flag` pairs, comma-separated.
+        pub const QUALITY_FLAGS: &str = "quality_flags";
+        /// Boolean: the score is below the service's threshold and the interval was widened.
+        pub const LOW_CONFIDENCE: &str = "low_confidence";
     }
 }
 
@@ -200,6 +206,12 @@ impl Point {
         self
     }
 
+    fn bool(mut self, name: &str, value: bool) -> Self {
+        self.fields
+            .push((name.to_string(), FieldValue::Bool(value)));
+        self
+    }
+
     fn string(mut self, name: &str, value: &str) -> Self {
         self.fields
             .push((name.to_string(), FieldValue::String(value.to_string())));
@@ -228,7 +240,7 @@ impl Point {
     /// A forecast. Every value must be finite.
     pub fn forecast(f: &Forecast) -> Result<Self, PointError> {
         use forecast::{field, tag};
-        Point::new(forecast::MEASUREMENT, f.ts_ms)
+        let mut p = Point::new(forecast::MEASUREMENT, f.ts_ms)
             .tag(tag::MACHINE_ID, &f.machine_id)?
             .tag(tag::MODEL, &f.model)?
             .tag(tag::MODEL_VERSION, &f.model_version)?
@@ -239,7 +251,12 @@ impl Point {
             .float(field::P10, f.days_p10)?
             .float(field::P90, f.days_p90)?
             .int(field::WINDOW_ROWS, i64::from(f.window_rows))
-            .finish()
+            .float(field::QUALITY_SCORE, f.quality_score)?
+            .bool(field::LOW_CONFIDENCE, f.low_confidence);
+        if !f.quality_flags.is_empty() {
+            p = p.string(field::QUALITY_FLAGS, &f.quality_flags);
+        }
+        p.finish()
     }
 
     /// A raw telemetry row: one field per finite sensor value. A row with none is an error
@@ -403,6 +420,13 @@ pub fn forecast_from_row(row: &HashMap<String, String>) -> Result<Forecast, Poin
             .map_err(|e| err(format!("{}: {e}", field::WINDOW_ROWS)))?,
         machine_type: opt(tag::MACHINE_TYPE),
         site: opt(tag::SITE),
+        // Points written before input quality existed have none of these: clean.
+        quality_score: match opt(field::QUALITY_SCORE) {
+            Some(_) => num(field::QUALITY_SCORE)?,
+            None => 1.0,
+        },
+        quality_flags: opt(field::QUALITY_FLAGS).unwrap_or_default(),
+        low_confidence: opt(field::LOW_CONFIDENCE).is_some_and(|v| v == "true"),
     })
 }
 
@@ -424,6 +448,9 @@ mod tests {
             window_rows: 60,
             machine_type: Some("press".into()),
             site: Some("new york".into()),
+            quality_score: 1.0,
+            quality_flags: String::new(),
+            low_confidence: false,
         }
     }
 
@@ -437,7 +464,19 @@ mod tests {
             line,
             "maintenance_forecast,machine_id=press-017,machine_type=press,model=demo,\
              model_version=v1,site=new\\ york days_p10=1,days_p90=4,days_to_maintenance=2.5,\
-             due_at=1767441600i,window_rows=60i 1767225600000000000\n"
+             due_at=1767441600i,low_confidence=f,quality_score=1,window_rows=60i \
+             1767225600000000000\n"
+        );
+        let mut doubtful = forecast();
+        doubtful.quality_score = 0.5;
+        doubtful.quality_flags = "vibration_mm_s:stuck,oil_pressure_bar:drift".into();
+        doubtful.low_confidence = true;
+        let line = Point::forecast(&doubtful).unwrap().line_protocol().unwrap();
+        assert!(
+            line.contains(
+                "low_confidence=t,quality_flags=\"vibration_mm_s:stuck,oil_pressure_bar:drift\",quality_score=0.5"
+            ),
+            "{line}"
         );
         let mut buf = Vec::new();
         Point::forecast(&forecast())

@@ -3,8 +3,8 @@
 //!
 //! A reference fleet (another seed, the same fault rates: training data is never clean) gives the
 //! per-feature training statistics the model card would carry. The evaluated fleet streams row by
-//! row through the detector exactly as ingest keeps it: a 60-row window of filled values, reset by
-//! each maintenance event. Every (row, sensor) is scored against the truth of that row:
+//! row through the detector exactly as ingest keeps it: a 60-row window of raw rows (and their
+//! filled values), reset by each maintenance event. Every (row, sensor) is scored against the truth of that row:
 //!
 //! - stuck: the sensor reports a frozen value in this row;
 //! - drift: a calibration drift is running; "material" when its offset is at least one training
@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 
-use maintcast_ingest::quality::{MachineQuality, QualityConfig, flag};
+use maintcast_ingest::quality::{Evidence, QualityConfig, flag};
 use maintcast_models::artifact::FeatureStats;
 use maintcast_simulator::{Fleet, FleetConfig, SENSORS, SensorFaultConfig};
 
@@ -81,7 +81,8 @@ impl Episodes {
 }
 
 struct Machine {
-    quality: MachineQuality,
+    /// Rows as received (NaN where dropped), as ingest's window keeps them.
+    raw: VecDeque<[f32; NF]>,
     window: VecDeque<[f32; NF]>,
     dropped: VecDeque<[bool; NF]>,
     last_good: [f32; NF],
@@ -92,7 +93,7 @@ struct Machine {
 impl Machine {
     fn new() -> Self {
         Machine {
-            quality: MachineQuality::new(NF),
+            raw: VecDeque::new(),
             window: VecDeque::new(),
             dropped: VecDeque::new(),
             last_good: [f32::NAN; NF],
@@ -101,7 +102,7 @@ impl Machine {
         }
     }
     fn reset(&mut self) {
-        self.quality.reset();
+        self.raw.clear();
         self.window.clear();
         self.dropped.clear();
         self.last_good = [f32::NAN; NF];
@@ -131,9 +132,12 @@ fn main() -> anyhow::Result<()> {
     };
     let steps = reference.steps_for_days(days);
     let hist = Fleet::new(reference)?.run(steps);
-    let rows: Vec<f32> = hist
-        .readings
-        .iter()
+    // Machine by machine, in time order, as training summarises its rows (the repeat share
+    // counts neighbouring rows of one machine).
+    let mut readings: Vec<_> = hist.readings.iter().collect();
+    readings.sort_by_key(|r| r.machine);
+    let rows: Vec<f32> = readings
+        .into_iter()
         .filter(|r| r.values.iter().all(Option::is_some))
         .flat_map(|r| r.values.map(|v| v.unwrap_or_default()))
         .collect();
@@ -159,6 +163,7 @@ fn main() -> anyhow::Result<()> {
     let mut clean_sensor_rows = 0u64;
     let (mut forecasts, mut low_faulty, mut faulty, mut low_clean) = (0u64, 0u64, 0u64, 0u64);
     let mut flat = Vec::with_capacity(WINDOW * NF);
+    let (mut judged, mut judgements) = (std::time::Duration::ZERO, 0u32);
     for _ in 0..steps {
         let tick = fleet.step();
         for e in &tick.events {
@@ -167,7 +172,6 @@ fn main() -> anyhow::Result<()> {
         for r in &tick.readings {
             let m = &mut state[r.machine as usize];
             let raw: [f32; NF] = r.values.map(|v| v.unwrap_or(f32::NAN));
-            m.quality.observe(&raw);
             let mut filled = [0f32; NF];
             for s in 0..NF {
                 if raw[s].is_finite() {
@@ -180,14 +184,20 @@ fn main() -> anyhow::Result<()> {
                 };
             }
             m.window.push_back(filled);
+            m.raw.push_back(raw);
             m.dropped.push_back(r.values.map(|v| v.is_none()));
             if m.window.len() > WINDOW {
                 m.window.pop_front();
+                m.raw.pop_front();
                 m.dropped.pop_front();
             }
             flat.clear();
             flat.extend(m.window.iter().flatten());
-            let q = m.quality.assess(&flat, &stats, &cfg);
+            let t = std::time::Instant::now();
+            let evidence = Evidence::of_rows(m.raw.iter().map(|r| &r[..]), NF);
+            let q = evidence.assess(&flat, &stats, &cfg);
+            judged += t.elapsed();
+            judgements += 1;
             let f = &r.truth.sensor_faults;
             let mut row_faulty = false;
             for s in 0..NF {
@@ -269,8 +279,8 @@ fn main() -> anyhow::Result<()> {
         forecasts - faulty
     );
     println!(
-        "quality state per machine: {} bytes beyond the window",
-        state[0].quality.memory_bytes()
+        "detector cost: {:.2} us per judgement (evidence from the raw window + assessment), {judgements} judgements",
+        judged.as_secs_f64() * 1e6 / f64::from(judgements.max(1))
     );
     Ok(())
 }

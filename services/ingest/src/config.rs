@@ -9,6 +9,7 @@ use maintcast_common::influx::InfluxConfig;
 use maintcast_proto::Limits;
 
 use crate::alerts::AlertRule;
+use crate::quality::QualityConfig;
 
 #[derive(Debug, Clone)]
 pub struct Topics {
@@ -91,6 +92,8 @@ pub struct Config {
     pub checkpoint_partitions: i32,
     /// Replication factor of the checkpoint topic when ingest creates it; -1 = cluster default.
     pub checkpoint_replication: i32,
+    /// Input-quality checks on each forecast's window.
+    pub quality: QualityConfig,
 }
 
 impl Config {
@@ -120,6 +123,7 @@ impl Config {
             drain_timeout: duration(defaults::DRAIN_TIMEOUT),
             checkpoint_partitions: defaults::CHECKPOINT_PARTITIONS,
             checkpoint_replication: defaults::CHECKPOINT_REPLICATION,
+            quality: QualityConfig::default(),
         }
     }
 
@@ -230,6 +234,7 @@ impl Config {
             "MAINTCAST_INFLUX_BUCKET",
             "must not be empty",
         );
+        problems.extend(self.quality.problems());
         if problems.is_empty() {
             Ok(())
         } else {

@@ -7,15 +7,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use maintcast_proto::Forecast;
 use tokio::sync::mpsc;
 
 use crate::batch::Batcher;
 use crate::config::Config;
+use crate::forecast::{forecast, window_stats};
 use crate::metrics::{Metrics, labels};
 use crate::model::{Model, Prediction};
 use crate::offsets::Ack;
 use crate::pipeline::ForecastRequest;
+use crate::quality::{Quality, QualityConfig};
 use crate::serving::ServingModel;
 use crate::sink::WriteItem;
 use crate::window::Columns;
@@ -46,6 +47,7 @@ impl Inference {
         let window_features = model.features().to_vec();
         // Where the serving model's features sit in a window row; None while they are in order.
         let mut columns: Option<Arc<[usize]>> = None;
+        let mut stats = window_stats(&window_features, &*model);
         let mut batcher = Batcher::new(config.batch_size, config.linger);
         let mut reloader = Reloader::new(&config, device);
         loop {
@@ -75,6 +77,7 @@ impl Inference {
                     Columns::Same | Columns::Incompatible => None,
                 };
                 model = m;
+                stats = window_stats(&window_features, &*model);
             }
             metrics.batch_size.observe(batch.len() as f64);
             let started = Instant::now();
@@ -84,7 +87,9 @@ impl Inference {
                 .observe(started.elapsed().as_secs_f64());
             let predictions = predictions.context("inference failed")?;
             for (r, p) in batch.into_iter().zip(predictions) {
-                match forecast(&*model, r, p) {
+                let q = r.evidence.assess(&r.raw, &stats, &config.quality);
+                count_flags(&metrics, &q, &window_features, &config.quality);
+                match forecast(&*model, r, p, (&q, &window_features), &config.quality) {
                     Ok(f) => tx
                         .send(WriteItem::Forecast(f))
                         .await
@@ -115,6 +120,18 @@ impl Inference {
     }
 }
 
+fn count_flags(metrics: &Metrics, q: &Quality, features: &[String], cfg: &QualityConfig) {
+    for (sensor, flag) in q.raised(features) {
+        metrics
+            .input_flags
+            .get_or_create(&labels(&[("sensor", sensor), ("flag", flag)]))
+            .inc();
+    }
+    if q.low_confidence(cfg) {
+        metrics.forecasts_low_confidence.inc();
+    }
+}
+
 /// Scales the batch's windows for `model` and runs it, off the async runtime.
 async fn predict(
     model: Arc<dyn Model>,
@@ -142,31 +159,6 @@ async fn predict(
         (batch, p)
     })
     .await?)
-}
-
-/// The forecast for a request, or the request back when the model's output is not finite.
-fn forecast(
-    model: &dyn Model,
-    r: ForecastRequest,
-    p: Prediction,
-) -> Result<Forecast, ForecastRequest> {
-    if !(p.days.is_finite() && p.p10.is_finite() && p.p90.is_finite()) {
-        return Err(r);
-    }
-    let days = p.days as f64;
-    Ok(Forecast {
-        machine_id: r.machine_id,
-        ts_ms: r.ts_ms,
-        model: model.name().to_string(),
-        model_version: model.version().to_string(),
-        days_to_maintenance: days,
-        due_at: maintcast_common::points::due_at(r.ts_ms, days),
-        days_p10: p.p10 as f64,
-        days_p90: p.p90 as f64,
-        window_rows: r.window_rows as u32,
-        machine_type: r.machine_type,
-        site: r.site,
-    })
 }
 
 /// Watches the registry's CURRENT and loads a new version when it moves.
@@ -250,84 +242,5 @@ impl Reloader {
                 None
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Fixed;
-    impl Model for Fixed {
-        fn name(&self) -> &str {
-            "m"
-        }
-        fn version(&self) -> &str {
-            "v1"
-        }
-        fn features(&self) -> &[String] {
-            &[]
-        }
-        fn window(&self) -> usize {
-            1
-        }
-        fn min_rows(&self) -> usize {
-            1
-        }
-        fn neutral_raw(&self) -> Vec<f32> {
-            vec![]
-        }
-        fn scale_row(&self, _: &[f32], _: &mut [f32]) {}
-        fn predict(&self, _: &[f32], _: usize) -> anyhow::Result<Vec<Prediction>> {
-            unreachable!()
-        }
-    }
-
-    fn request() -> ForecastRequest {
-        ForecastRequest {
-            machine_id: "m1".into(),
-            ts_ms: 86_400_000,
-            window_rows: 1,
-            raw: vec![],
-            machine_type: None,
-            site: None,
-        }
-    }
-
-    #[test]
-    fn non_finite_output_is_never_a_forecast() {
-        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-            for p in [
-                Prediction {
-                    days: bad,
-                    p10: 1.0,
-                    p90: 2.0,
-                },
-                Prediction {
-                    days: 1.5,
-                    p10: bad,
-                    p90: 2.0,
-                },
-                Prediction {
-                    days: 1.5,
-                    p10: 1.0,
-                    p90: bad,
-                },
-            ] {
-                assert!(forecast(&Fixed, request(), p).is_err(), "{p:?}");
-            }
-        }
-        let f = forecast(
-            &Fixed,
-            request(),
-            Prediction {
-                days: 1.5,
-                p10: 1.0,
-                p90: 2.0,
-            },
-        )
-        .unwrap();
-        assert_eq!(f.due_at, 86_400 + 129_600);
-        assert_eq!(f.model_version, "v1");
     }
 }

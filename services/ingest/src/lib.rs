@@ -1,6 +1,7 @@
 //! The ingest service: Kafka telemetry -> per-machine windows -> batched inference -> InfluxDB
 //! forecasts. Read the modules in the order data flows through them: `source` (Kafka in),
-//! `pipeline` (decoded rows -> windows -> forecast requests; pure), `infer`, `sink` (InfluxDB),
+//! `pipeline` (decoded rows -> windows -> forecast requests; pure), `infer` (batched inference;
+//! `quality` and `forecast` judge the inputs and make the record), `sink` (InfluxDB),
 //! `publish` (DLQ, alerts), `offsets` (what may be committed); `service` only wires them.
 //! The contracts are in docs/ (topics.md "Delivery", influxdb.md, configuration.md).
 
@@ -8,6 +9,7 @@ pub mod alerts;
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
+pub mod forecast;
 pub mod infer;
 pub mod metrics;
 pub mod model;

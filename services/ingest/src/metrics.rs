@@ -30,6 +30,11 @@ pub struct Metrics {
     pub forecasts_written: Counter,
     /// Forecasts the model returned as NaN or infinite: never written, never alerted on.
     pub forecasts_nonfinite: Family<Labels, Counter>,
+    /// Quality flags raised on forecast inputs, by sensor and flag (stuck, out_of_range,
+    /// missing, drift); the sensors are the model's, so the label set is bounded.
+    pub input_flags: Family<Labels, Counter>,
+    /// Forecasts whose input quality fell below `--quality-min-score`.
+    pub forecasts_low_confidence: Counter,
     pub write_retries: Counter,
     /// Failed InfluxDB writes by kind (unauthorized, bucket_missing, too_large, bad_points, unavailable).
     pub write_errors: Family<Labels, Counter>,
@@ -66,6 +71,8 @@ impl Metrics {
             late: Default::default(),
             forecasts_written: Default::default(),
             forecasts_nonfinite: Default::default(),
+            input_flags: Default::default(),
+            forecasts_low_confidence: Default::default(),
             write_retries: Default::default(),
             write_errors: Default::default(),
             points_dead_lettered: Default::default(),
@@ -114,6 +121,16 @@ impl Metrics {
             "forecasts_nonfinite",
             "Forecasts the model returned as NaN or infinite (not written), by model version",
             c.forecasts_nonfinite,
+        );
+        r.register(
+            "input_flags",
+            "Input-quality flags raised on forecasts, by sensor and flag (stuck, out_of_range, missing, drift)",
+            c.input_flags,
+        );
+        r.register(
+            "forecasts_low_confidence",
+            "Forecasts whose input quality fell below --quality-min-score (interval widened)",
+            c.forecasts_low_confidence,
         );
         r.register(
             "influx_write_retries",

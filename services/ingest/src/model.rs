@@ -24,4 +24,9 @@ pub trait Model: Send + Sync {
     fn scale_row(&self, raw: &[f32], out: &mut [f32]);
     /// `windows`: `batch` scaled windows, row-major `[batch, window, features]`.
     fn predict(&self, windows: &[f32], batch: usize) -> anyhow::Result<Vec<Prediction>>;
+    /// Per-feature summaries of the training data, in the model's feature order (empty for a
+    /// card written before they existed): what input quality is judged against.
+    fn feature_stats(&self) -> &[maintcast_models::artifact::FeatureStats] {
+        &[]
+    }
 }

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use maintcast_proto::{MaintenanceEvent, Telemetry};
 
+use crate::quality::Evidence;
 use crate::window::{MachineWindow, RowOutcome, WindowStore};
 
 /// A window due for a forecast, handed from the consumer loop to inference.
@@ -15,6 +16,8 @@ pub struct ForecastRequest {
     pub window_rows: usize,
     /// Raw rows in the window's feature order, `[window, features]`, left-padded.
     pub raw: Vec<f32>,
+    /// What the raw rows said about each sensor (stuck runs, missing values), for input quality.
+    pub evidence: Evidence,
     pub machine_type: Option<String>,
     pub site: Option<String>,
 }
@@ -192,11 +195,14 @@ fn request(store: &WindowStore, machine_id: &str, ts_ms: i64) -> ForecastRequest
     let (window, nf) = (store.window(), store.features().len());
     let mut raw = vec![0.0; window * nf];
     let window_rows = w.snapshot(window, &mut raw);
+    let first = w.len() - window_rows;
+    let evidence = Evidence::of_rows((first..w.len()).map(|i| w.row(i).1), nf);
     ForecastRequest {
         machine_id: machine_id.to_string(),
         ts_ms,
         window_rows,
         raw,
+        evidence,
         machine_type: w.machine_type.clone(),
         site: w.site.clone(),
     }

@@ -68,6 +68,9 @@ impl Model for ServingModel {
     fn scale_row(&self, raw: &[f32], out: &mut [f32]) {
         self.forecaster.scale_row(raw, out)
     }
+    fn feature_stats(&self) -> &[maintcast_models::artifact::FeatureStats] {
+        &self.forecaster.card().feature_stats
+    }
     fn predict(&self, windows: &[f32], batch: usize) -> anyhow::Result<Vec<Prediction>> {
         Ok(self
             .forecaster

@@ -77,3 +77,37 @@ fn pretrained_model_forecasts_an_unseen_fleet() {
         assert!(a.p10 <= a.days && a.days <= a.p90);
     }
 }
+
+/// The card's input statistics are those of its training rows on the README's fleet (seed 7,
+/// 32 machines, 120 days), so ingest judges input quality against what the model really saw.
+#[test]
+fn pretrained_card_carries_the_statistics_of_its_training_rows() {
+    let dir = registry::current_version_dir(&pretrained(), "maintcast").unwrap();
+    let card = maintcast_models::artifact::read_card(&dir).unwrap();
+    assert_eq!(card.feature_stats.len(), card.features.len());
+    let cfg = FleetConfig {
+        seed: 7,
+        machines: 32,
+        ..FleetConfig::default()
+    };
+    let sim = Fleet::new(cfg.clone())
+        .unwrap()
+        .run(cfg.steps_for_days(120.0));
+    let tmp = tempfile::tempdir().unwrap();
+    output::write_csv(&sim, tmp.path()).unwrap();
+    let h = history::read_csv(
+        &tmp.path().join("telemetry.csv"),
+        Some(&tmp.path().join("events.csv")),
+    )
+    .unwrap();
+    let train: Vec<String> = serde_json::from_value(card.data["train_machines"].clone()).unwrap();
+    let machines: Vec<&MachineHistory> = h
+        .machines
+        .iter()
+        .filter(|m| train.contains(&m.machine_id))
+        .collect();
+    assert_eq!(machines.len(), train.len());
+    let rows = dataset::training_rows(&machines, &card.features).unwrap();
+    let want = maintcast_models::artifact::FeatureStats::of_rows(&rows, card.features.len());
+    assert_eq!(card.feature_stats, want);
+}

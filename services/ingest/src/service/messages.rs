@@ -45,6 +45,9 @@ impl Loop {
             model_version: f.model_version.clone(),
             machine_type: f.machine_type.clone(),
             site: f.site.clone(),
+            quality_score: f.quality_score,
+            quality_flags: f.quality_flags.clone(),
+            low_confidence: f.low_confidence,
         };
         let record = OutRecord::alert(&self.config.topics.alerts, &alert);
         let ack = Ack::AlertDelivered {

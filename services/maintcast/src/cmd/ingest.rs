@@ -9,6 +9,7 @@ use maintcast_common::influx::InfluxConfig;
 use maintcast_common::shutdown::Shutdown;
 use maintcast_ingest::alerts::AlertRule;
 use maintcast_ingest::config::defaults;
+use maintcast_ingest::quality::QualityConfig;
 
 /// Every flag is also `MAINTCAST_<NAME>`; the InfluxDB token only comes from the environment
 /// (`MAINTCAST_INFLUX_TOKEN` or `MAINTCAST_INFLUX_TOKEN_FILE`); Kafka client properties pass
@@ -103,6 +104,48 @@ pub struct Args {
         default_value = "2000-01-01T00:00:00Z"
     )]
     min_timestamp: String,
+    #[command(flatten)]
+    quality: QualityArgs,
+}
+
+/// Input-quality checks on each forecast's window (docs/influxdb.md, `quality_*` fields).
+#[derive(clap::Args, Debug)]
+struct QualityArgs {
+    /// Fewest identical consecutive values that make a sensor stuck (a sensor that repeats
+    /// itself often in training needs a longer run, see --quality-stuck-chance).
+    #[arg(long, env = "MAINTCAST_QUALITY_STUCK_ROWS", default_value_t = QualityConfig::default().stuck_rows)]
+    quality_stuck_rows: u16,
+    /// Chance of a healthy sensor repeating itself as long as a run called stuck, judged from
+    /// how often it repeated in the training data.
+    #[arg(long, env = "MAINTCAST_QUALITY_STUCK_CHANCE", default_value_t = QualityConfig::default().stuck_chance)]
+    quality_stuck_chance: f32,
+    /// Out of range: beyond the training min..max by this share of that span.
+    #[arg(long, env = "MAINTCAST_QUALITY_RANGE_MARGIN", default_value_t = QualityConfig::default().range_margin)]
+    quality_range_margin: f32,
+    /// Missing: more than this share of a sensor's values in the window were filled in.
+    #[arg(long, env = "MAINTCAST_QUALITY_MISSING_SHARE", default_value_t = QualityConfig::default().missing_share)]
+    quality_missing_share: f32,
+    /// Drift: the window mean is more than this many training standard deviations from the
+    /// training mean.
+    #[arg(long, env = "MAINTCAST_QUALITY_DRIFT_Z", default_value_t = QualityConfig::default().drift_z)]
+    quality_drift_z: f32,
+    /// Forecasts whose share of clean sensors is below this are low-confidence: interval
+    /// widened by 1/max(score, 0.25) on each side, alerts marked low_confidence.
+    #[arg(long, env = "MAINTCAST_QUALITY_MIN_SCORE", default_value_t = QualityConfig::default().min_score)]
+    quality_min_score: f32,
+}
+
+impl From<QualityArgs> for QualityConfig {
+    fn from(a: QualityArgs) -> Self {
+        QualityConfig {
+            stuck_rows: a.quality_stuck_rows,
+            stuck_chance: a.quality_stuck_chance,
+            range_margin: a.quality_range_margin,
+            missing_share: a.quality_missing_share,
+            drift_z: a.quality_drift_z,
+            min_score: a.quality_min_score,
+        }
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -144,6 +187,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.drain_timeout = args.drain_timeout;
     config.checkpoint_partitions = args.checkpoint_partitions;
     config.checkpoint_replication = args.checkpoint_replication;
+    config.quality = args.quality.into();
     config.limits.min_ts_ms = match args.min_timestamp.as_str() {
         "off" | "none" => None,
         s => Some(

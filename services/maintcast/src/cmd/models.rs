@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use maintcast_models::artifact;
 use maintcast_models::registry::{self as reg_models, Servable};
+use maintcast_models::{artifact, history};
 use maintcast_trainer::registry;
 
 #[derive(clap::Args)]
@@ -47,6 +47,18 @@ enum Action {
     },
     /// Undo the last promotion: the version that served before the current one serves again.
     Rollback,
+    /// Fill in the input statistics of a version whose card predates them (ingest checks range
+    /// and drift against them), from the history it was trained on; weights stay untouched.
+    Stats {
+        version: String,
+        /// Telemetry CSV, or a directory holding telemetry.csv (and events.csv), as given to
+        /// `maintcast train --format csv`.
+        #[arg(long)]
+        data: PathBuf,
+        /// Maintenance events CSV (default: events.csv beside the telemetry).
+        #[arg(long)]
+        events: Option<PathBuf>,
+    },
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -139,6 +151,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Action::Rollback => {
             let (from, to) = reg_models::rollback(reg, name)?;
             println!("{name}: rolled back from {from} to {to}");
+        }
+        Action::Stats {
+            version,
+            data,
+            events,
+        } => {
+            let (telemetry, events) = history::csv_paths(&data, events.as_deref());
+            let h = history::read_csv(&telemetry, events.as_deref())?;
+            let card = reg_models::fill_feature_stats(&reg.join(name).join(&version), &h)?;
+            println!(
+                "{name} {version}: input statistics of {} features written",
+                card.feature_stats.len()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

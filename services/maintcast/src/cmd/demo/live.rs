@@ -15,23 +15,25 @@ use super::baseline::Ridge;
 use anyhow::Context;
 use maintcast_common::points;
 use maintcast_ingest::batch::Batcher;
+use maintcast_ingest::forecast;
 use maintcast_ingest::model::Model;
-use maintcast_ingest::pipeline::Pipeline;
+use maintcast_ingest::pipeline::{ForecastRequest, Pipeline};
+use maintcast_ingest::quality::{QualityConfig, flag};
 use maintcast_ingest::serving::ServingModel;
 use maintcast_ingest::window::WindowStore;
 use maintcast_models::{artifact, prep};
+use maintcast_proto::Forecast;
 use maintcast_simulator::{Fleet, MachineInfo, Truth, output};
 
 /// A window waiting for inference, with what the summary compares it against.
 struct Pending {
     machine: u32,
-    ts_ms: i64,
-    window_rows: usize,
     truth: Truth,
     x: Vec<f32>,
+    req: ForecastRequest,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Latest {
     ts_ms: i64,
     days: f32,
@@ -39,6 +41,7 @@ struct Latest {
     p90: f32,
     baseline: f32,
     truth: Truth,
+    flags: String,
 }
 
 #[derive(Default)]
@@ -49,6 +52,11 @@ struct Stats {
     covered: usize,
     infer: Duration,
     batches: usize,
+    /// Forecasts made while a sensor was stuck (the simulator's truth), and those flagged stuck.
+    stuck: usize,
+    flagged_stuck: usize,
+    stuck_and_flagged: usize,
+    low_confidence: usize,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -80,6 +88,9 @@ pub(super) fn stream(
     // The ingest service's own pipeline (window update, forecast schedule, forecast requests);
     // only the source (the simulator) and the sink (a file) differ.
     let mut pipeline = Pipeline::new(store, model.min_rows(), 1);
+    let quality = QualityConfig::default();
+    let features = model.features().to_vec();
+    let feature_stats = forecast::window_stats(&features, model);
     let mut batcher: Batcher<Pending> = Batcher::new(args.batch, Duration::from_millis(5));
     let file = std::fs::File::create(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -106,36 +117,39 @@ pub(super) fn stream(
         let preds = model.predict(&xs, batch.len())?;
         stats.infer += t.elapsed();
         stats.batches += 1;
-        for (p, f) in batch.iter().zip(preds) {
+        for (p, pred) in batch.into_iter().zip(preds) {
             let base = baseline.predict(&p.x);
             let truth = p.truth.days_to_maintenance;
+            let q = p.req.evidence.assess(&p.req.raw, &feature_stats, &quality);
+            let f =
+                forecast::forecast(model, p.req, pred, (&q, &features), &quality).map_err(|r| {
+                    anyhow::anyhow!(
+                        "the model returned a non-finite forecast for {}",
+                        r.machine_id
+                    )
+                })?;
             stats.n += 1;
-            stats.abs_err += f64::from((f.days - truth).abs());
+            stats.abs_err += (f.days_to_maintenance - f64::from(truth)).abs();
             stats.abs_err_baseline += f64::from((base - truth).abs());
-            stats.covered += usize::from(f.p10 <= truth && truth <= f.p90);
-            let m = &machines[p.machine as usize];
-            sink.write_all(
-                line_protocol(
-                    m,
-                    &card.name,
-                    &card.version,
-                    p.ts_ms,
-                    f.days,
-                    f.p10,
-                    f.p90,
-                    p.window_rows,
-                )?
-                .as_bytes(),
-            )?;
+            stats.covered +=
+                usize::from(f.days_p10 <= f64::from(truth) && f64::from(truth) <= f.days_p90);
+            let stuck = p.truth.sensor_faults.stuck != 0;
+            let flagged = q.flags.iter().any(|b| b & flag::STUCK != 0);
+            stats.stuck += usize::from(stuck);
+            stats.flagged_stuck += usize::from(flagged);
+            stats.stuck_and_flagged += usize::from(stuck && flagged);
+            stats.low_confidence += usize::from(f.low_confidence);
+            sink.write_all(line_protocol(&f)?.as_bytes())?;
             latest.insert(
                 p.machine,
                 Latest {
-                    ts_ms: p.ts_ms,
-                    days: f.days,
-                    p10: f.p10,
-                    p90: f.p90,
+                    ts_ms: f.ts_ms,
+                    days: f.days_to_maintenance as f32,
+                    p10: f.days_p10 as f32,
+                    p90: f.days_p90 as f32,
                     baseline: base,
                     truth: p.truth,
+                    flags: f.quality_flags,
                 },
             );
         }
@@ -162,10 +176,9 @@ pub(super) fn stream(
             prep::scale_window(&card.scaler, &prep::Columns::Same, &req.raw, &mut x);
             let p = Pending {
                 machine: r.machine,
-                ts_ms: r.ts_ms,
-                window_rows: req.window_rows,
                 truth: r.truth,
                 x,
+                req,
             };
             if let Some(batch) = batcher.push(p, Instant::now()) {
                 infer(batch, &mut stats, &mut latest, &mut sink)?;
@@ -222,6 +235,15 @@ pub(super) fn stream(
         stats.abs_err_baseline / stats.n as f64
     );
     println!(
+        "  input quality: {} forecasts low-confidence ({:.1}%); stuck sensors (simulator truth): \
+         {} forecasts, {:.0}% flagged stuck; precision of the stuck flag {:.0}%",
+        stats.low_confidence,
+        100.0 * stats.low_confidence as f64 / stats.n as f64,
+        stats.stuck,
+        100.0 * stats.stuck_and_flagged as f64 / stats.stuck.max(1) as f64,
+        100.0 * stats.stuck_and_flagged as f64 / stats.flagged_stuck.max(1) as f64,
+    );
+    println!(
         "  inference: {:.0} forecasts/s in {} batches (mean {:.1}); pipeline {:.0} rows/s; total {:.0} s",
         stats.n as f64 / stats.infer.as_secs_f64().max(1e-9),
         stats.batches,
@@ -260,14 +282,14 @@ fn table(
     );
     let _ = writeln!(
         s,
-        "{:<16} {:<11} {:>9} {:>15} {:>9} {:>9}  {:<10} {:>7}",
+        "{:<16} {:<11} {:>9} {:>15} {:>9} {:>9}  {:<10} {:>7}  inputs",
         "machine", "type", "predicted", "p10..p90", "true", "baseline", "next", "wear"
     );
     for (m, l) in rows.into_iter().take(top) {
         let info = &machines[*m as usize];
         let _ = writeln!(
             s,
-            "{:<16} {:<11} {:>7.1} d {:>6.1}..{:<6.1} {:>7.1} d {:>7.1} d  {:<10} {:>3.0}/{:<3.0}{}",
+            "{:<16} {:<11} {:>7.1} d {:>6.1}..{:<6.1} {:>7.1} d {:>7.1} d  {:<10} {:>3.0}/{:<3.0}  {}{}",
             info.id,
             info.machine_type.as_str(),
             l.days,
@@ -278,6 +300,7 @@ fn table(
             l.truth.next_event.as_str(),
             100.0 * l.truth.bearing_wear,
             100.0 * l.truth.seal_wear,
+            if l.flags.is_empty() { "ok" } else { &l.flags },
             if l.ts_ms < now_ms { "  (no row)" } else { "" }
         );
     }
@@ -285,53 +308,6 @@ fn table(
 }
 
 /// One `maintenance_forecast` point as line protocol, through the schema ingest writes with.
-#[allow(clippy::too_many_arguments)]
-fn line_protocol(
-    m: &MachineInfo,
-    model: &str,
-    version: &str,
-    ts_ms: i64,
-    days: f32,
-    p10: f32,
-    p90: f32,
-    window_rows: usize,
-) -> anyhow::Result<String> {
-    let days = f64::from(days);
-    let forecast = maintcast_proto::Forecast {
-        machine_id: m.id.clone(),
-        ts_ms,
-        model: model.to_string(),
-        model_version: version.to_string(),
-        days_to_maintenance: days,
-        due_at: points::due_at(ts_ms, days),
-        days_p10: f64::from(p10),
-        days_p90: f64::from(p90),
-        window_rows: u32::try_from(window_rows)?,
-        machine_type: Some(m.machine_type.as_str().to_string()),
-        site: Some(m.site.clone()),
-    };
-    Ok(points::Point::forecast(&forecast)?.line_protocol()?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn line_protocol_is_the_forecast_schema() {
-        let m = MachineInfo {
-            id: "press-017".into(),
-            machine_type: maintcast_simulator::MachineType::Press,
-            site: "new york".into(),
-        };
-        let line = line_protocol(&m, "demo", "v1", 1_767_225_600_000, 2.5, 1.0, 4.0, 60).unwrap();
-        assert_eq!(
-            line,
-            "maintenance_forecast,machine_id=press-017,machine_type=press,model=demo,\
-             model_version=v1,site=new\\ york days_p10=1,days_p90=4,days_to_maintenance=2.5,\
-             due_at=1767441600i,window_rows=60i 1767225600000000000\n"
-        );
-        let err = line_protocol(&m, "demo", "v1", 0, f32::NAN, 1.0, 4.0, 60).unwrap_err();
-        assert!(err.to_string().contains("days_to_maintenance"), "{err}");
-    }
+fn line_protocol(f: &Forecast) -> anyhow::Result<String> {
+    Ok(points::Point::forecast(f)?.line_protocol()?)
 }
