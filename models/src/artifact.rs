@@ -11,6 +11,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::cpu_kernel::Precision;
 use crate::error::{ModelError, Result};
 use crate::metrics::IntervalSpec;
 use crate::network::{ArchConfig, Network};
@@ -42,6 +43,10 @@ pub struct ModelCard {
     /// Networks averaged for a forecast; with more than one, weights are prefixed `member.{k}.`.
     #[serde(default = "one")]
     pub members: usize,
+    /// Arithmetic the CPU inference kernel may use for this model. `bf16` is set by hand, and
+    /// only once the model's accuracy was checked under it; older cards mean `f32`.
+    #[serde(default)]
+    pub inference_precision: Precision,
     pub training: serde_json::Value,
     pub data: serde_json::Value,
     pub metrics: serde_json::Value,

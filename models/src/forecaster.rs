@@ -6,6 +6,7 @@ use std::path::Path;
 use candle_core::Device;
 
 use crate::artifact::{self, ModelCard};
+use crate::cpu_kernel::CpuKernel;
 use crate::error::{ModelError, Result};
 use crate::network::Network;
 
@@ -27,7 +28,22 @@ impl Forecaster {
     /// tensor's shape disagrees with the card.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let (card, members) = artifact::load(dir, device)?;
-        Ok(Self { card, members })
+        let forecaster = Self { card, members };
+        forecaster.set_cpu_kernel(CpuKernel::best(forecaster.card.inference_precision))?;
+        Ok(forecaster)
+    }
+
+    /// Overrides the CPU kernel the card's precision chose (e.g. to measure a bf16 model in
+    /// exact f32); refused when this CPU cannot run it.
+    pub fn set_cpu_kernel(&self, kernel: CpuKernel) -> Result<()> {
+        for m in &self.members {
+            m.set_cpu_kernel(kernel)?;
+        }
+        Ok(())
+    }
+
+    pub fn cpu_kernel(&self) -> CpuKernel {
+        self.members[0].cpu_kernel()
     }
 
     pub fn card(&self) -> &ModelCard {

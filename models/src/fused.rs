@@ -36,6 +36,10 @@ pub(crate) struct FusedLstm {
     /// [H_last].
     pub head_weight: Vec<f32>,
     pub head_bias: f32,
+    /// The same weights packed for the AVX-512 kernel, present when `Network` chose it (only
+    /// after checking that the CPU runs it); `forward` then hands every batch to it.
+    #[cfg(target_arch = "x86_64")]
+    pub avx512: Option<crate::lstm_avx512::Avx512Lstm>,
 }
 
 /// Largest batch slice one worker runs at a time, so that its `[chunk, window, 4H]` projection
@@ -71,6 +75,10 @@ impl FusedLstm {
     /// `x.len() == batch * window * n_features`. Returns one output per window.
     pub fn forward(&self, x: &[f32], batch: usize, window: usize) -> Vec<f32> {
         debug_assert_eq!(x.len(), batch * window * self.n_features);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(fast) = &self.avx512 {
+            return fast.forward(x, batch, window);
+        }
         let mut out = vec![0f32; batch];
         let threads = rayon::current_num_threads();
         let chunk = chunk_size(batch, threads);

@@ -29,8 +29,11 @@ macro_rules! avx2_dispatch {
     };
 }
 
+pub mod cpu_kernel;
 mod fused;
 pub mod fused_train;
+#[cfg(target_arch = "x86_64")]
+mod lstm_avx512;
 pub mod network;
 
 pub mod artifact;
@@ -46,9 +49,11 @@ pub mod pipeline;
 pub mod prep;
 pub mod registry;
 pub mod scaler;
+mod stepwise;
 pub mod train;
 
 pub use artifact::{ModelCard, TargetSpec};
+pub use cpu_kernel::{CpuKernel, Precision};
 pub use error::ModelError;
 pub use forecaster::{Forecast, Forecaster};
 pub use history::{History, MachineHistory};

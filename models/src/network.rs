@@ -13,8 +13,9 @@
 //! | `head.bias`          | `[1]`           |
 //!
 //! Two forward passes share these weights. [`Network::forward`] is built from Candle ops so that
-//! autograd trains it on any device; [`Network::predict`] runs the fused CPU kernel of
-//! [`crate::fused`] (no per-step tensors) and falls back to the composed ops elsewhere.
+//! autograd trains it on any device; [`Network::predict`] runs a fused CPU kernel
+//! ([`crate::lstm_avx512`] where the CPU has AVX-512, else [`crate::fused`]; no per-step tensors)
+//! and [`crate::stepwise`] (one GEMM and one fused kernel a step) on a GPU.
 
 use std::sync::{Arc, Mutex};
 
@@ -22,7 +23,9 @@ use candle_core::{D, DType, Device, IndexOp, Result, Tensor, bail};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use crate::cpu_kernel::{CpuKernel, Precision};
 use crate::fused::{FusedLayer, FusedLstm};
+use crate::stepwise::LayerWeights;
 
 /// Shape of the network; stored in `model.json` so a saved model rebuilds itself.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -153,7 +156,12 @@ pub struct Network {
     device: Device,
     /// Weights copied into the fused kernel's layout on first CPU `predict`; see
     /// [`Network::refresh_inference_weights`].
-    fused: Mutex<Option<Arc<FusedLstm>>>,
+    fused: Mutex<FusedSlot>,
+}
+
+struct FusedSlot {
+    kernel: CpuKernel,
+    weights: Option<Arc<FusedLstm>>,
 }
 
 impl Network {
@@ -182,7 +190,10 @@ impl Network {
             head_weight,
             head_bias,
             device: vb.device().clone(),
-            fused: Mutex::new(None),
+            fused: Mutex::new(FusedSlot {
+                kernel: CpuKernel::best(Precision::F32),
+                weights: None,
+            }),
         })
     }
 
@@ -222,7 +233,7 @@ impl Network {
     }
 
     /// Inference on `batch` row-major windows of shape [window, n_features] (window is inferred
-    /// from the slice length). On CPU this runs the fused kernel; elsewhere the composed ops.
+    /// from the slice length). On CPU this runs the fused kernel; elsewhere the stepwise path.
     pub fn predict(&self, x: &[f32], batch: usize) -> Result<Vec<f32>> {
         let window = self.window_of(x.len(), batch)?;
         if self.device.is_cpu() {
@@ -230,16 +241,38 @@ impl Network {
             return Ok(fused.forward(x, batch, window));
         }
         let xs = Tensor::from_slice(x, (batch, window, self.cfg.n_features), &self.device)?;
-        self.forward(&xs.to_dtype(self.head_weight.dtype())?, false)?
-            .to_dtype(DType::F32)?
-            .to_vec1()
+        self.forward_stepwise(&xs)?.to_dtype(DType::F32)?.to_vec1()
+    }
+
+    /// Inference through [`crate::stepwise`]: per step one GEMM and one fused cell kernel, on any
+    /// device. This is what `predict` runs off the CPU; on the CPU it is the reference for it.
+    pub fn forward_stepwise(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, _, f) = x.dims3()?;
+        if f != self.cfg.n_features {
+            bail!(
+                "network expects {} features per timestep, input has {f}",
+                self.cfg.n_features
+            );
+        }
+        let layers: Vec<LayerWeights> = self
+            .layers
+            .iter()
+            .map(|l| LayerWeights {
+                weight_ih: &l.weight_ih,
+                weight_hh: &l.weight_hh,
+                bias_ih: &l.bias_ih,
+                bias_hh: &l.bias_hh,
+                hidden: l.hidden,
+            })
+            .collect();
+        crate::stepwise::forward(x, &layers, &self.head_weight, &self.head_bias)
     }
 
     /// `predict` on a tensor: [batch, window, n_features] -> [batch], through the fused kernel as
-    /// a Candle custom op on CPU and the composed ops on other devices. No gradient.
+    /// a Candle custom op on CPU and the stepwise path on other devices. No gradient.
     pub fn forward_inference(&self, x: &Tensor) -> Result<Tensor> {
         if !x.device().is_cpu() {
-            return self.forward(x, false);
+            return self.forward_stepwise(x);
         }
         let (_, _, f) = x.dims3()?;
         if f != self.cfg.n_features {
@@ -256,7 +289,25 @@ impl Network {
     /// The fused path keeps its own copy of the weights, taken on first use. Training updates the
     /// variables in place, so call this after optimizer steps before predicting again.
     pub fn refresh_inference_weights(&self) {
-        *self.fused.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.fused.lock().unwrap_or_else(|e| e.into_inner()).weights = None;
+    }
+
+    /// The CPU kernel `predict` runs (by default the best exact-f32 one this CPU supports).
+    pub fn cpu_kernel(&self) -> CpuKernel {
+        self.fused.lock().unwrap_or_else(|e| e.into_inner()).kernel
+    }
+
+    /// Chooses the CPU kernel; refused when this CPU cannot run it.
+    pub fn set_cpu_kernel(&self, kernel: CpuKernel) -> Result<()> {
+        if !kernel.is_supported() {
+            bail!("this CPU cannot run the {} inference kernel", kernel.name());
+        }
+        let mut slot = self.fused.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.kernel != kernel {
+            slot.kernel = kernel;
+            slot.weights = None;
+        }
+        Ok(())
     }
 
     fn window_of(&self, len: usize, batch: usize) -> Result<usize> {
@@ -275,11 +326,18 @@ impl Network {
 
     fn fused_weights(&self) -> Result<Arc<FusedLstm>> {
         let mut slot = self.fused.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(fused) = slot.as_ref() {
+        if let Some(fused) = slot.weights.as_ref() {
             return Ok(fused.clone());
         }
-        let fused = Arc::new(self.extract_fused()?);
-        *slot = Some(fused.clone());
+        #[allow(unused_mut)]
+        let mut fused = self.extract_fused()?;
+        #[cfg(target_arch = "x86_64")]
+        if slot.kernel != CpuKernel::Portable {
+            let bf16 = slot.kernel == CpuKernel::Avx512Bf16;
+            fused.avx512 = Some(crate::lstm_avx512::Avx512Lstm::pack(&fused, bf16));
+        }
+        let fused = Arc::new(fused);
+        slot.weights = Some(fused.clone());
         Ok(fused)
     }
 
@@ -309,6 +367,8 @@ impl Network {
             layers,
             head_weight: host(&self.head_weight)?.flatten_all()?.to_vec1()?,
             head_bias: host(&self.head_bias)?.to_vec1::<f32>()?[0],
+            #[cfg(target_arch = "x86_64")]
+            avx512: None,
         })
     }
 }

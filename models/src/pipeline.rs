@@ -160,6 +160,7 @@ pub fn train_model(
         arch,
         interval,
         members: members.len(),
+        inference_precision: Default::default(),
         training: serde_json::json!({ "config": cfg, "members": member_reports,
                                       "device": format!("{device:?}") }),
         data: serde_json::json!({

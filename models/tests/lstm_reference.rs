@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use maintcast_models::network::{ArchConfig, Network};
+use maintcast_models::{CpuKernel, Precision};
 use serde::Deserialize;
 
 const TOL: f32 = 1e-5;
@@ -138,6 +139,70 @@ fn outputs_match_pytorch() {
 
         let op: Vec<f32> = net.forward_inference(&x).unwrap().to_vec1().unwrap();
         assert_close(&format!("{} custom op", case.name), &op, &case.y);
+    }
+}
+
+/// Where `MAINTCAST_TEST_DEVICE=cuda` (scripts/gpu-check.sh), the GPU; else the CPU.
+fn test_device() -> Device {
+    match std::env::var("MAINTCAST_TEST_DEVICE").as_deref() {
+        Ok("cuda") => Device::new_cuda(0).expect("MAINTCAST_TEST_DEVICE=cuda needs a GPU build"),
+        _ => Device::Cpu,
+    }
+}
+
+/// bf16 products keep ~3 significant digits; over these small cases the output moves by at most
+/// a few 1e-3 (the FD001 and end-to-end guards in BENCHMARKS.md bound it on real models).
+const BF16_TOL: f32 = 1e-2;
+
+#[test]
+fn every_inference_path_matches_pytorch() {
+    for case in reference().cases {
+        let vb = VarBuilder::from_tensors(case.tensors(), DType::F32, &Device::Cpu);
+        let net = Network::new(vb, &case.arch()).unwrap();
+        // The portable kernel is what a CPU without AVX-512 runs: forced here on one that has it.
+        for kernel in [
+            CpuKernel::Portable,
+            CpuKernel::Avx512,
+            CpuKernel::Avx512Bf16,
+        ] {
+            if !kernel.is_supported() {
+                eprintln!("{}: not supported on this CPU, skipped", kernel.name());
+                continue;
+            }
+            net.set_cpu_kernel(kernel).unwrap();
+            assert_eq!(net.cpu_kernel(), kernel);
+            let got = net.predict(&case.x, case.batch).unwrap();
+            let what = format!("{} {}", case.name, kernel.name());
+            if kernel.precision() == Precision::Bf16 {
+                for (k, (g, w)) in got.iter().zip(&case.y).enumerate() {
+                    assert!(
+                        (g - w).abs() <= BF16_TOL,
+                        "{what}[{k}]: got {g}, PyTorch {w}"
+                    );
+                }
+            } else {
+                assert_close(&what, &got, &case.y);
+            }
+        }
+        let stepwise: Vec<f32> = net
+            .forward_stepwise(&case.input())
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_close(&format!("{} stepwise", case.name), &stepwise, &case.y);
+
+        let device = test_device();
+        if !device.is_cpu() {
+            let tensors = case
+                .tensors()
+                .into_iter()
+                .map(|(n, t)| (n, t.to_device(&device).unwrap()))
+                .collect();
+            let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
+            let net = Network::new(vb, &case.arch()).unwrap();
+            let got = net.predict(&case.x, case.batch).unwrap();
+            assert_close(&format!("{} on {device:?}", case.name), &got, &case.y);
+        }
     }
 }
 

@@ -116,6 +116,7 @@ pub fn publish_random_model(
             n_calibration: 10,
         },
         members: 1,
+        inference_precision: Default::default(),
         training: serde_json::json!({}),
         data: serde_json::json!({}),
         metrics: serde_json::json!({}),
