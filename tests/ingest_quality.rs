@@ -18,7 +18,7 @@ use maintcast_e2e::{influx, kafka_brokers, unique};
 use maintcast_ingest::forecast::window_stats;
 use maintcast_ingest::model::Model;
 use maintcast_ingest::pipeline::Pipeline;
-use maintcast_ingest::quality::QualityConfig;
+use maintcast_ingest::quality::{Confusion, QualityConfig};
 use maintcast_ingest::serving::ServingModel;
 use maintcast_ingest::window::WindowStore;
 use maintcast_proto::Telemetry;
@@ -120,30 +120,6 @@ fn offline(model: &ServingModel, rows: &[Sent]) -> HashMap<(String, i64), (f64, 
     out
 }
 
-#[derive(Default, Debug)]
-struct Score {
-    tp: u32,
-    fp: u32,
-    fn_: u32,
-}
-
-impl Score {
-    fn add(&mut self, flagged: bool, truth: bool) {
-        match (flagged, truth) {
-            (true, true) => self.tp += 1,
-            (true, false) => self.fp += 1,
-            (false, true) => self.fn_ += 1,
-            _ => {}
-        }
-    }
-    fn precision(&self) -> f64 {
-        f64::from(self.tp) / f64::from((self.tp + self.fp).max(1))
-    }
-    fn recall(&self) -> f64 {
-        f64::from(self.tp) / f64::from((self.tp + self.fn_).max(1))
-    }
-}
-
 async fn metrics(addr: SocketAddr) -> String {
     reqwest::get(format!("http://{addr}/metrics"))
         .await
@@ -211,8 +187,11 @@ async fn quality_flags_reach_influxdb_as_the_data_path_computes_them() {
     assert_eq!(got.len(), want.len(), "forecasts in InfluxDB");
 
     let mut counted: HashMap<(String, String), u32> = HashMap::new();
-    let (mut stuck, mut missing, mut spike) =
-        (Score::default(), Score::default(), Score::default());
+    let (mut stuck, mut missing, mut spike) = (
+        Confusion::default(),
+        Confusion::default(),
+        Confusion::default(),
+    );
     let by_key: HashMap<(&str, i64), &Sent> = sent
         .iter()
         .map(|s| ((s.t.machine_id.as_str(), s.t.ts_ms), s))

@@ -16,41 +16,23 @@
 
 use std::collections::VecDeque;
 
-use maintcast_ingest::quality::{Evidence, QualityConfig, flag};
+use maintcast_ingest::quality::{Confusion, Evidence, QualityConfig, flag};
 use maintcast_models::artifact::FeatureStats;
 use maintcast_simulator::{Fleet, FleetConfig, SENSORS, SensorFaultConfig};
 
 const WINDOW: usize = 60;
 const NF: usize = SENSORS.len();
 
-#[derive(Default, Clone, Copy)]
-struct Count {
-    tp: u64,
-    fp: u64,
-    fn_: u64,
-}
-
-impl Count {
-    fn add(&mut self, flagged: bool, truth: bool) {
-        match (flagged, truth) {
-            (true, true) => self.tp += 1,
-            (true, false) => self.fp += 1,
-            (false, true) => self.fn_ += 1,
-            _ => {}
-        }
-    }
-    fn row(&self, name: &str, truth: &str) -> String {
-        let p = self.tp as f64 / (self.tp + self.fp).max(1) as f64;
-        let r = self.tp as f64 / (self.tp + self.fn_).max(1) as f64;
-        format!(
-            "| {name} | {truth} | {} | {} | {} | {:.3} | {:.3} |",
-            self.tp + self.fn_,
-            self.tp + self.fp,
-            self.tp,
-            p,
-            r
-        )
-    }
+/// One table row of the report.
+fn row(c: &Confusion, name: &str, truth: &str) -> String {
+    format!(
+        "| {name} | {truth} | {} | {} | {} | {:.3} | {:.3} |",
+        c.tp + c.fn_,
+        c.tp + c.fp,
+        c.tp,
+        c.precision(),
+        c.recall()
+    )
 }
 
 /// Consecutive truth rows on one sensor, and whether any of them was flagged.
@@ -153,11 +135,11 @@ fn main() -> anyhow::Result<()> {
     let mut fleet = Fleet::new(fleet_cfg)?;
     let mut state: Vec<Machine> = (0..machines).map(|_| Machine::new()).collect();
     let (mut stuck, mut drift, mut drift_material, mut missing, mut any) = (
-        Count::default(),
-        Count::default(),
-        Count::default(),
-        Count::default(),
-        Count::default(),
+        Confusion::default(),
+        Confusion::default(),
+        Confusion::default(),
+        Confusion::default(),
+        Confusion::default(),
     );
     let mut out_of_range_false = 0u64;
     let mut clean_sensor_rows = 0u64;
@@ -249,19 +231,19 @@ fn main() -> anyhow::Result<()> {
     println!("detector: {cfg:?}\n");
     println!("| flag | truth | sensor-rows true | flagged | both | precision | recall |");
     println!("|---|---|---:|---:|---:|---:|---:|");
-    println!("{}", stuck.row("stuck", "frozen value"));
-    println!("{}", drift.row("drift", "drift running (any offset)"));
+    println!("{}", row(&stuck, "stuck", "frozen value"));
+    println!("{}", row(&drift, "drift", "drift running (any offset)"));
     println!(
         "{}",
-        drift_material.row("drift", "drift offset >= 1 training std")
+        row(&drift_material, "drift", "drift offset >= 1 training std")
     );
     println!(
         "{}",
-        missing.row("missing", "dropped share in window > threshold")
+        row(&missing, "missing", "dropped share in window > threshold")
     );
     println!(
         "{}",
-        any.row("any flag", "stuck, material drift or missing")
+        row(&any, "any flag", "stuck, material drift or missing")
     );
     println!(
         "\nepisodes detected (any row flagged): stuck {stuck_found}/{stuck_total} ({:.1}%), material drift {drift_found}/{drift_total} ({:.1}%)",

@@ -200,6 +200,31 @@ impl Evidence {
     }
 }
 
+/// Flags against a truth, for measuring the checks (the precision/recall example and tests).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Confusion {
+    pub tp: u64,
+    pub fp: u64,
+    pub fn_: u64,
+}
+
+impl Confusion {
+    pub fn add(&mut self, flagged: bool, truth: bool) {
+        match (flagged, truth) {
+            (true, true) => self.tp += 1,
+            (true, false) => self.fp += 1,
+            (false, true) => self.fn_ += 1,
+            _ => {}
+        }
+    }
+    pub fn precision(&self) -> f64 {
+        self.tp as f64 / (self.tp + self.fp).max(1) as f64
+    }
+    pub fn recall(&self) -> f64 {
+        self.tp as f64 / (self.tp + self.fn_).max(1) as f64
+    }
+}
+
 /// The verdict on one forecast's inputs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Quality {

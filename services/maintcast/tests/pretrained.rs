@@ -15,6 +15,25 @@ fn pretrained() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/pretrained")
 }
 
+/// A simulated fleet's history, read back the way `maintcast train --format csv` reads it.
+fn simulated_history(seed: u64, machines: usize, days: f64) -> history::History {
+    let cfg = FleetConfig {
+        seed,
+        machines,
+        ..FleetConfig::default()
+    };
+    let sim = Fleet::new(cfg.clone())
+        .unwrap()
+        .run(cfg.steps_for_days(days));
+    let tmp = tempfile::tempdir().unwrap();
+    output::write_csv(&sim, tmp.path()).unwrap();
+    history::read_csv(
+        &tmp.path().join("telemetry.csv"),
+        Some(&tmp.path().join("events.csv")),
+    )
+    .unwrap()
+}
+
 #[test]
 fn pretrained_model_forecasts_an_unseen_fleet() {
     let dir = registry::current_version_dir(&pretrained(), "maintcast").unwrap();
@@ -27,20 +46,7 @@ fn pretrained_model_forecasts_an_unseen_fleet() {
     assert_eq!(f.features().len(), 6, "{:?}", f.features());
 
     // Seed 42 is the demo's fleet; the model was trained on seed 7 (models/pretrained/README.md).
-    let cfg = FleetConfig {
-        seed: 42,
-        machines: 8,
-        ..FleetConfig::default()
-    };
-    let mut fleet = Fleet::new(cfg.clone()).unwrap();
-    let sim = fleet.run(cfg.steps_for_days(60.0));
-    let tmp = tempfile::tempdir().unwrap();
-    output::write_csv(&sim, tmp.path()).unwrap();
-    let h = history::read_csv(
-        &tmp.path().join("telemetry.csv"),
-        Some(&tmp.path().join("events.csv")),
-    )
-    .unwrap();
+    let h = simulated_history(42, 8, 60.0);
     let all: Vec<&MachineHistory> = h.machines.iter().collect();
     let card = f.card();
     let spec = WindowSpec {
@@ -85,21 +91,7 @@ fn pretrained_card_carries_the_statistics_of_its_training_rows() {
     let dir = registry::current_version_dir(&pretrained(), "maintcast").unwrap();
     let card = maintcast_models::artifact::read_card(&dir).unwrap();
     assert_eq!(card.feature_stats.len(), card.features.len());
-    let cfg = FleetConfig {
-        seed: 7,
-        machines: 32,
-        ..FleetConfig::default()
-    };
-    let sim = Fleet::new(cfg.clone())
-        .unwrap()
-        .run(cfg.steps_for_days(120.0));
-    let tmp = tempfile::tempdir().unwrap();
-    output::write_csv(&sim, tmp.path()).unwrap();
-    let h = history::read_csv(
-        &tmp.path().join("telemetry.csv"),
-        Some(&tmp.path().join("events.csv")),
-    )
-    .unwrap();
+    let h = simulated_history(7, 32, 120.0);
     let train: Vec<String> = serde_json::from_value(card.data["train_machines"].clone()).unwrap();
     let machines: Vec<&MachineHistory> = h
         .machines
