@@ -1,0 +1,94 @@
+//! A steady stream of fleet rows in the background, at a set pace, for tests that inject faults
+//! while rows keep arriving: how many rows were delivered is readable while it runs, and the
+//! fleet it sent comes back at the end for the offline forecaster.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::producer::FutureProducer;
+
+use crate::stream::{Fleet, fleet_messages, new_fleet, produce_to};
+
+/// Rows per machine at most: the last one's timestamp (one a minute from two days ago) must stay
+/// in the past.
+pub const MAX_ROWS: usize = 2500;
+
+/// A producer that keeps each partition's order across retries and waits up to ten minutes for
+/// delivery, so that a broker outage delays rows rather than losing or reordering them.
+pub fn ordered_producer(brokers: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "600000")
+        .create()
+        .expect("Kafka producer")
+}
+
+/// One row for every machine each `period`, until [`SteadyStream::finish`] or [`MAX_ROWS`].
+pub struct SteadyStream {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<Fleet>,
+}
+
+impl SteadyStream {
+    pub fn start(brokers: &str, run: &str, machines: usize, period: Duration) -> SteadyStream {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let (brokers, run) = (brokers.to_string(), run.to_string());
+        let task = tokio::spawn({
+            let (stop, sent) = (stop.clone(), sent.clone());
+            async move {
+                let producer = ordered_producer(&brokers);
+                let topic = format!("{run}-telemetry");
+                let mut fleet = new_fleet(&run, machines);
+                let mut tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut r = 0;
+                while !stop.load(Ordering::Relaxed) && r < MAX_ROWS {
+                    tick.tick().await;
+                    // One row per machine at a time: a machine's rows stay in order, and the
+                    // machines' rows go out together.
+                    let messages = fleet_messages(&mut fleet, r..r + 1);
+                    futures::future::join_all(messages.iter().map(|m| {
+                        produce_to(&producer, &topic, m.partition, &m.key, &m.payload, m.ct)
+                    }))
+                    .await;
+                    r += 1;
+                    sent.store(r, Ordering::Relaxed);
+                }
+                fleet
+            }
+        });
+        SteadyStream { stop, sent, task }
+    }
+
+    /// Rows per machine delivered so far.
+    pub fn rows(&self) -> usize {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `more` further rows per machine have been delivered.
+    pub async fn advance(&self, more: usize) {
+        let target = self.rows() + more;
+        while self.rows() < target {
+            assert!(!self.task.is_finished(), "the stream ended early");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the stream and returns what it sent.
+    pub async fn finish(self) -> Fleet {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("stream task")
+    }
+}
+
+/// Messages a fleet's stream put on the telemetry topic: every row plus the one duplicate
+/// [`fleet_messages`] sends (machine 2's row 5).
+pub fn messages_sent(fleet: &Fleet) -> usize {
+    let rows: usize = fleet.rows.iter().map(|(_, r)| r.len()).sum();
+    rows + usize::from(fleet.rows.len() > 2 && fleet.rows[2].1.len() > 5)
+}
