@@ -8,6 +8,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::{InfluxEnv, diag};
 
@@ -166,6 +170,37 @@ impl Private {
 
     pub async fn start_influxdb(&self) {
         self.run("start-influxdb").await;
+    }
+
+    /// What the private broker holds: its topics' partitions and their leaders, as its metadata
+    /// says, and the partition directories in its data directory.
+    pub fn describe(&self) -> String {
+        let mut out = format!("private instance {}:", self.name);
+        if self.servers != Servers::InfluxDb {
+            let probe: Result<BaseConsumer, _> = ClientConfig::new()
+                .set("bootstrap.servers", self.brokers())
+                .create();
+            match probe.map(|p| p.fetch_metadata(None, Duration::from_secs(5))) {
+                Ok(Ok(md)) => {
+                    for t in md.topics() {
+                        let leaders: Vec<i32> = t.partitions().iter().map(|p| p.leader()).collect();
+                        out += &format!("\n  topic {} leaders {leaders:?}", t.name());
+                    }
+                }
+                Ok(Err(e)) | Err(e) => out += &format!("\n  no metadata: {e}"),
+            }
+            let dir = cache().join(format!("data-{}", self.name)).join("kafka");
+            let mut dirs: Vec<String> = std::fs::read_dir(&dir)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            dirs.sort();
+            out += &format!("\n  {}: {dirs:?}", dir.display());
+        }
+        out
     }
 
     /// The last `n` lines of one of the instance's server logs (`kafka.log`, `influxd.log`).
