@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 
 use crate::stream::{Fleet, fleet_messages, new_fleet, produce_to};
@@ -16,14 +19,31 @@ use crate::stream::{Fleet, fleet_messages, new_fleet, produce_to};
 pub const MAX_ROWS: usize = 2500;
 
 /// A producer that keeps each partition's order across retries and waits up to ten minutes for
-/// delivery, so that a broker outage delays rows rather than losing or reordering them.
-pub fn ordered_producer(brokers: &str) -> FutureProducer {
+/// delivery, so that a broker outage delays rows rather than losing or reordering them. What
+/// librdkafka warns of goes to stderr, so a stalled stream shows why.
+pub fn ordered_producer(brokers: &str) -> FutureProducer<Logged> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("message.timeout.ms", "600000")
-        .create()
+        .create_with_context(Logged)
         .expect("Kafka producer")
+}
+
+/// Prints librdkafka's warnings and errors (a test installs no logger for the `log` crate).
+pub struct Logged;
+
+impl ClientContext for Logged {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        use RDKafkaLogLevel::*;
+        if matches!(level, Emerg | Alert | Critical | Error | Warning) {
+            eprintln!("[stream producer] {level:?} {fac}: {message}");
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        eprintln!("[stream producer] {error}: {reason}");
+    }
 }
 
 /// One row for every machine each `period`, until [`SteadyStream::finish`] or [`MAX_ROWS`].

@@ -12,6 +12,7 @@ use maintcast_models::prep::Arrival;
 use maintcast_models::{Forecaster, registry};
 use maintcast_proto::{Forecast, Telemetry};
 use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -73,8 +74,8 @@ pub async fn produce(
 }
 
 /// As [`produce`], to `partition` when given.
-pub async fn produce_to(
-    producer: &FutureProducer,
+pub async fn produce_to<C: ClientContext + 'static>(
+    producer: &FutureProducer<C>,
     topic: &str,
     partition: Option<i32>,
     key: &str,
