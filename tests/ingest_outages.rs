@@ -241,7 +241,10 @@ async fn influxdb_down_60_s_under_load_loses_nothing_and_memory_stays_bounded() 
     // hold a request queue, a write queue, an inference batch and a write batch being retried;
     // twice that leaves room for how the stages hand over, and is far below what was sent.
     let holds = 2 * QUEUE_CAPACITY + WRITE_BATCH + INFERENCE_BATCH;
-    assert!(consumed_at_stop > 0, "no consumption counted: is the metric's name right?");
+    assert!(
+        consumed_at_stop > 0,
+        "no consumption counted: is the metric's name right?"
+    );
     assert!(
         sent_in_outage > 8 * holds,
         "the load ({sent_in_outage} messages in the outage) must exceed what the queues hold"
@@ -254,10 +257,12 @@ async fn influxdb_down_60_s_under_load_loses_nothing_and_memory_stays_bounded() 
     );
     // What is held while consumption waits: the queues and batches above plus the poll thread's
     // channel, each item under 4 KiB (a Kafka message with its window and point), and
-    // librdkafka's prefetch. 24 MiB on top covers allocator arenas, HTTP buffers and retry
-    // state; the 12,000 rows sent meanwhile, held unbounded, would need more than that.
+    // librdkafka's prefetch; 8 MiB on top covers allocator arenas, HTTP buffers and retry state
+    // (growth seen: about 1.5 MiB). The consumed count above is the sharp check of the bound;
+    // the second-half check catches a buffer of the rows sent meanwhile (6,000 in that half, at
+    // half a KiB or more each) that the total alone might not.
     let implied_kib = ((holds + POLL_CHANNEL) * 4 + PREFETCH_KIB) as u64;
-    let bound = implied_kib + 24 * 1024;
+    let bound = implied_kib + 8 * 1024;
     assert!(
         peak.saturating_sub(before) <= bound,
         "RSS grew {:.1} MiB in the outage, over the {:.1} MiB the queues imply",
@@ -265,7 +270,7 @@ async fn influxdb_down_60_s_under_load_loses_nothing_and_memory_stays_bounded() 
         mib(bound)
     );
     assert!(
-        peak.saturating_sub(first_half_peak) <= 4 * 1024,
+        peak.saturating_sub(first_half_peak) <= 2 * 1024,
         "RSS still growing in the outage's second half: {:.1} -> {:.1} MiB",
         mib(first_half_peak),
         mib(peak)
