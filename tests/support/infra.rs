@@ -219,6 +219,13 @@ impl Private {
 
 impl Drop for Private {
     fn drop(&mut self) {
+        // MAINTCAST_KEEP_PRIVATE=1 keeps a failed test's servers and data to look into; `gc`
+        // deletes them once this process is gone.
+        if std::thread::panicking() && std::env::var("MAINTCAST_KEEP_PRIVATE").as_deref() == Ok("1")
+        {
+            eprintln!("kept private instance {} ({})", self.name, self.describe());
+            return;
+        }
         if let Err(e) = infra(Some(&self.name), "wipe") {
             eprintln!("{e}");
         }

@@ -21,9 +21,8 @@ pub const MAX_ROWS: usize = 2500;
 /// A producer for a stream that must survive a broker outage: it waits up to ten minutes for
 /// delivery, so that an outage delays rows rather than losing them, and what librdkafka warns of
 /// goes to stderr, so a stalled stream shows why. Order needs no idempotence here, since a
-/// machine's next row is sent only once its last one is delivered; without it there is no
-/// producer id to win back from a restarted broker (once in fifteen runs an idempotent producer
-/// delivered nothing for minutes after the restart). A retry may write a row twice, which the
+/// machine's next row is sent only once its last one is delivered, and without it there is no
+/// producer id to win back from a restarted broker. A retry may write a row twice, which the
 /// service ignores as a duplicate.
 pub fn ordered_producer(brokers: &str) -> FutureProducer<Logged> {
     ClientConfig::new()
