@@ -13,6 +13,13 @@
 #   deploy/infra.sh env         print the variables tests and services read (no secrets printed
 #                               unless MAINTCAST_PRINT_TOKEN=1; the token lives in a 0600 file)
 #   deploy/infra.sh promtool .. run the installed promtool (e.g. test rules deploy/prometheus/*.test.yml)
+#   deploy/infra.sh gc          stop and delete private instances whose owner process has exited
+#
+# MAINTCAST_INFRA_INSTANCE=NAME selects a private Kafka and InfluxDB instead of the shared ones:
+# its own $MAINTCAST_CACHE/run-NAME and data-NAME, token file and free ports (picked at its first
+# start, kept in run-NAME/ports for restarts). Tests that stop or restart a server use one, so the
+# tests beside them never see the outage; `wipe` deletes it whole. MAINTCAST_INFRA_OWNER=PID ties
+# it to a process, so `gc` can delete what a killed test run left behind.
 #
 # Prometheus scrapes nothing of its own: a test drops scrape configs and rule files into
 # $MAINTCAST_PROMETHEUS_DROPIN (scrape-*.yml, rules-*.yml) and POSTs /-/reload.
@@ -38,11 +45,56 @@ INFLUX_HOME=$CACHE/influxdb-$INFLUXDB_VERSION
 PROM_HOME=$CACHE/prometheus-$PROMETHEUS_VERSION
 RUN=$CACHE/run
 DATA=$CACHE/data
-TOKEN_FILE=$RUN/influx-token
-PROM_DROPIN=$RUN/prometheus.d
+KAFKA_HEAP=${MAINTCAST_KAFKA_HEAP:-768m}
+INSTANCE=${MAINTCAST_INFRA_INSTANCE:-}
 
-log() { printf '[infra] %s\n' "$*" >&2; }
-die() { printf '[infra] error: %s\n' "$*" >&2; exit 1; }
+log() { printf '[infra%s] %s\n' "${INSTANCE:+ $INSTANCE}" "$*" >&2; }
+die() { printf '[infra%s] error: %s\n' "${INSTANCE:+ $INSTANCE}" "$*" >&2; exit 1; }
+
+port_listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# A port below Linux's ephemeral range (32768+), so no client socket takes it between a stop and
+# a restart, that nothing listens on and no other instance holds. Callers hold the ports lock,
+# so two instances starting at once never pick the same one.
+free_port() {
+  local p i
+  for ((i = 0; i < 200; i++)); do
+    p=$((20000 + RANDOM % 12000))
+    port_listening "$p" && continue
+    grep -qsx "[A-Z_]*=$p" "$CACHE"/run-*/ports "$RUN/ports.tmp" && continue
+    printf '%s' "$p"; return 0
+  done
+  die "no free port found in 20000-32000"
+}
+
+if [ -n "$INSTANCE" ]; then
+  case "$INSTANCE" in *[!A-Za-z0-9_.-]*|.*) die "instance name must be [A-Za-z0-9_.-]+: $INSTANCE" ;; esac
+  RUN=$CACHE/run-$INSTANCE
+  DATA=$CACHE/data-$INSTANCE
+  # Beside the shared broker on a small machine: a test's broker holds a few topics.
+  KAFKA_HEAP=${MAINTCAST_KAFKA_HEAP:-384m}
+  if [ ! -f "$RUN/ports" ] && [[ "${1:-}" == start* ]]; then
+    mkdir -p "$RUN"
+    (
+      flock 9
+      : >"$RUN/ports.tmp"
+      for var in KAFKA_PORT KAFKA_CONTROLLER_PORT INFLUX_PORT; do
+        printf '%s=%s\n' "$var" "$(free_port)" >>"$RUN/ports.tmp"
+      done
+      mv "$RUN/ports.tmp" "$RUN/ports"
+    ) 9>"$CACHE/ports.lock" || exit 1
+  fi
+  [ -f "$RUN/ports" ] || [[ "${1:-}" == wipe || "${1:-}" == stop* || "${1:-}" == status ]] \
+    || die "instance $INSTANCE was never started"
+  # shellcheck disable=SC1091
+  [ -f "$RUN/ports" ] && . "$RUN/ports"
+  if [ -n "${MAINTCAST_INFRA_OWNER:-}" ] && [ -d "$RUN" ]; then
+    printf '%s' "$MAINTCAST_INFRA_OWNER" >"$RUN/owner"
+  fi
+fi
+TOKEN_FILE=$RUN/influx-token
+# One Prometheus, the shared one, whatever the instance.
+PROM_DROPIN=$CACHE/run/prometheus.d
 
 install_kafka() {
   [ -f "$KAFKA_HOME/.complete" ] && return 0
@@ -159,6 +211,9 @@ wait_port() { # host port seconds what
 start_kafka() {
   mkdir -p "$RUN" "$DATA/kafka"
   if pid_alive "$RUN/kafka.pid"; then log "kafka already running"; return 0; fi
+  if [ -n "$INSTANCE" ] && { port_listening "$KAFKA_PORT" || port_listening "$KAFKA_CONTROLLER_PORT"; }; then
+    die "port $KAFKA_PORT or $KAFKA_CONTROLLER_PORT is taken by another process"
+  fi
   cat >"$RUN/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
@@ -180,7 +235,7 @@ message.max.bytes=2097152
 log.retention.hours=168
 PROPS
   local cp="$KAFKA_HOME/libs/*"
-  local jvm=(-Xms256m -Xmx768m -XX:+UseG1GC -Dlog4j2.configurationFile="$KAFKA_HOME/log4j2.yaml")
+  local jvm=(-Xms128m "-Xmx$KAFKA_HEAP" -XX:+UseG1GC -Dlog4j2.configurationFile="$KAFKA_HOME/log4j2.yaml")
   if [ ! -f "$DATA/kafka/meta.properties" ]; then
     java "${jvm[@]}" -cp "$cp" org.apache.kafka.tools.StorageTool format -t "$(java -cp "$cp" org.apache.kafka.tools.StorageTool random-uuid 2>/dev/null || echo maintcast-local-0000001)" \
       -c "$RUN/server.properties" --standalone >/dev/null 2>"$RUN/kafka-format.err" \
@@ -196,6 +251,9 @@ PROPS
 start_influxdb() {
   mkdir -p "$RUN" "$DATA/influxdb"
   if pid_alive "$RUN/influxd.pid"; then log "influxd already running"; else
+    if [ -n "$INSTANCE" ] && port_listening "$INFLUX_PORT"; then
+      die "port $INFLUX_PORT is taken by another process"
+    fi
     log "starting influxd on 127.0.0.1:$INFLUX_PORT"
     INFLUXD_BOLT_PATH=$DATA/influxdb/influxd.bolt INFLUXD_ENGINE_PATH=$DATA/influxdb/engine \
       INFLUXD_SQLITE_PATH=$DATA/influxdb/influxd.sqlite INFLUXD_HTTP_BIND_ADDRESS=127.0.0.1:$INFLUX_PORT \
@@ -286,7 +344,9 @@ case "${1:-}" in
   install) install_kafka; install_influxdb; install_prometheus ;;
   start)
     install_kafka; install_influxdb; install_prometheus
-    start_kafka; start_influxdb; start_prometheus; log "ready"; print_env ;;
+    start_kafka; start_influxdb
+    [ -n "$INSTANCE" ] || start_prometheus
+    log "ready"; print_env ;;
   stop) stop_one kafka; stop_one influxd; stop_one prometheus ;;
   stop-kafka) stop_one kafka ;;
   stop-influxdb) stop_one influxd ;;
@@ -300,7 +360,16 @@ case "${1:-}" in
     pid_alive "$RUN/kafka.pid" && echo "kafka: running (pid $(cat "$RUN/kafka.pid"))" || echo "kafka: stopped"
     pid_alive "$RUN/influxd.pid" && echo "influxd: running (pid $(cat "$RUN/influxd.pid"))" || echo "influxd: stopped"
     pid_alive "$RUN/prometheus.pid" && echo "prometheus: running (pid $(cat "$RUN/prometheus.pid"))" || echo "prometheus: stopped" ;;
-  wipe) stop_one kafka; stop_one influxd; stop_one prometheus; rm -rf "$DATA" "$TOKEN_FILE"; log "data wiped" ;;
+  wipe)
+    stop_one kafka; stop_one influxd
+    if [ -n "$INSTANCE" ]; then rm -rf "$DATA" "$RUN"; else stop_one prometheus; rm -rf "$DATA" "$TOKEN_FILE"; fi
+    log "data wiped" ;;
+  gc)
+    for dir in "$CACHE"/run-*; do
+      [ -f "$dir/owner" ] || continue
+      kill -0 "$(cat "$dir/owner")" 2>/dev/null && continue
+      MAINTCAST_INFRA_INSTANCE=${dir##*/run-} MAINTCAST_INFRA_OWNER='' bash "$0" wipe
+    done ;;
   env) print_env ;;
-  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -2,18 +2,21 @@
 //! a model promoted mid-stream, InfluxDB down for half a minute, an instance of a consumer group
 //! stopping. In each, every expected forecast ends up in InfluxDB with the offline value.
 //!
-//! The tests run one at a time: the InfluxDB outage would fail the others' queries.
+//! The InfluxDB outage is a private InfluxDB's (`maintcast_e2e::infra`), so it runs beside
+//! anything. The others share the servers and run one at a time among themselves: the handover
+//! test times a handover, which services competing for the same cores would slow.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use maintcast_e2e::ingest::{create_topics, service_config, start_service, stop_service};
+use maintcast_e2e::infra::{Private, Servers};
+use maintcast_e2e::ingest::{
+    create_topics, service_config, service_config_in, start_service, stop_service,
+};
 use maintcast_e2e::stream::{
-    WINDOW, assert_forecasts, check_committed, committed_rows, make_model, new_fleet,
-    offline_forecasts, offline_forecasts_by, producer, publish_model_ordered, send_fleet,
-    wait_committed,
+    WINDOW, assert_forecasts, assert_forecasts_in, check_committed, committed_rows, make_model,
+    new_fleet, offline_forecasts, offline_forecasts_by, producer, publish_model_ordered,
+    send_fleet, wait_committed,
 };
 use maintcast_e2e::{kafka_brokers, unique};
 use maintcast_models::registry;
@@ -69,54 +72,13 @@ async fn a_model_promoted_mid_stream_serves_the_rest_with_no_forecast_lost() {
     check_committed(&brokers, &topic, &format!("{run}-group"));
 }
 
-fn infra(command: &str) -> bool {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/infra.sh");
-    Command::new(script)
-        .arg(command)
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// InfluxDB stopped while it lives; started again however the test ends, since other tests on
-/// this machine need it.
-struct InfluxOutage {
-    stopped: bool,
-}
-
-impl InfluxOutage {
-    fn begin() -> Self {
-        let outage = InfluxOutage { stopped: true };
-        assert!(
-            infra("stop-influxdb"),
-            "deploy/infra.sh stop-influxdb failed"
-        );
-        outage
-    }
-
-    fn end(&mut self) {
-        if self.stopped {
-            self.stopped = false;
-            assert!(
-                infra("start-influxdb"),
-                "deploy/infra.sh start-influxdb failed"
-            );
-        }
-    }
-}
-
-impl Drop for InfluxOutage {
-    fn drop(&mut self) {
-        if self.stopped && !infra("start-influxdb") {
-            eprintln!("could not restart InfluxDB: run `deploy/infra.sh start-influxdb`");
-        }
-    }
-}
-
 /// InfluxDB is down for 30 s while rows keep coming: the writes are retried until it is back,
-/// and then every forecast is there, none differing from the offline computation.
+/// and then every forecast is there, none differing from the offline computation. The InfluxDB
+/// is the test's own, so the tests beside it never see the outage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn influxdb_down_for_30_s_loses_no_forecast() {
-    let _serial = SERIAL.lock().await;
+    let private = Private::start(Servers::InfluxDb).await;
+    let env = private.influx();
     let brokers = kafka_brokers();
     let run = unique("faults-influx");
     create_topics(&brokers, &run).await;
@@ -128,15 +90,12 @@ async fn influxdb_down_for_30_s_loses_no_forecast() {
     let machines = 4;
     let mut fleet = new_fleet(&run, machines);
     send_fleet(&producer, &topic, &mut fleet, 0..15).await;
-    let (shutdown, service) = start_service(service_config(&brokers, reg.path(), &model, &run));
-    assert_forecasts(
-        &model,
-        &offline_forecasts(reg.path(), &model, &fleet),
-        &[&service],
-    )
-    .await;
+    let config = service_config_in(&brokers, env.clone(), reg.path(), &model, &run);
+    let (shutdown, service) = start_service(config);
+    let expected = offline_forecasts(reg.path(), &model, &fleet);
+    assert_forecasts_in(&env, &model, &expected, &[&service]).await;
 
-    let mut outage = InfluxOutage::begin();
+    private.stop_influxdb().await;
     let down = Instant::now();
     send_fleet(&producer, &topic, &mut fleet, 15..30).await;
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(down.elapsed())).await;
@@ -144,7 +103,7 @@ async fn influxdb_down_for_30_s_loses_no_forecast() {
         !service.is_finished(),
         "the service must ride out the outage"
     );
-    outage.end();
+    private.start_influxdb().await;
     eprintln!(
         "InfluxDB was down for {:.1} s",
         down.elapsed().as_secs_f64()
@@ -152,7 +111,7 @@ async fn influxdb_down_for_30_s_loses_no_forecast() {
 
     let expected = offline_forecasts(reg.path(), &model, &fleet);
     assert_eq!(expected.len(), machines * (30 - WINDOW + 1));
-    assert_forecasts(&model, &expected, &[&service]).await;
+    assert_forecasts_in(&env, &model, &expected, &[&service]).await;
     stop_service(shutdown, service).await;
     check_committed(&brokers, &topic, &format!("{run}-group"));
 }

@@ -2,17 +2,17 @@
 //! to the DLQ with a reason, offsets are committed only for what InfluxDB acknowledged.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use maintcast_e2e::fleet::maintcast_bin;
 use maintcast_e2e::ingest::{create_topics, service_config, start_service, stop_service};
+use maintcast_e2e::process::{IngestArgs, IngestProcess};
+use maintcast_e2e::steady::{SteadyStream, messages_sent};
 use maintcast_e2e::stream::{
-    WINDOW, assert_forecasts, check_committed, committed_rows, make_model, new_fleet,
-    offline_forecasts, produce, producer, send_fleet,
+    WINDOW, assert_forecasts, check_committed, check_forecasts, committed_rows,
+    forecasts_in_influx, make_model, new_fleet, offline_forecasts, produce, producer, send_fleet,
+    wait_committed,
 };
+use maintcast_e2e::wait::{wait_for, wait_for_len};
 use maintcast_e2e::{influx, kafka_brokers, unique};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -122,8 +122,9 @@ async fn crash_then_restart_resumes_from_checkpointed_windows() {
     let (_, first) = start_service(service_config(&brokers, reg.path(), &model, &run));
     let expected = offline_forecasts(reg.path(), &model, &fleet);
     assert_forecasts(&model, &expected, &[&first]).await;
-    // Let a barrier (checkpoint + commit) pass after the last write, then crash.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A barrier (checkpoint, then commit) has passed after the last write: crash now.
+    let group = format!("{run}-group");
+    wait_committed(&brokers, &telemetry_topic, &group, Duration::from_secs(60)).await;
     first.abort();
     let _ = first.await;
 
@@ -136,58 +137,11 @@ async fn crash_then_restart_resumes_from_checkpointed_windows() {
     check_committed(&brokers, &telemetry_topic, &format!("{run}-group"));
 }
 
-/// A `maintcast ingest` process, killed if the test ends first.
-struct Ingest(Child);
-
-impl Drop for Ingest {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `maintcast ingest` for run `run`'s topics and group, as a process of its own.
-fn spawn_ingest(brokers: &str, registry: &std::path::Path, model: &str, run: &str) -> Ingest {
-    let env = influx();
-    let child = Command::new(maintcast_bin())
-        .args(["ingest", "--brokers", brokers, "--group-id"])
-        .arg(format!("{run}-group"))
-        .arg("--telemetry-topic")
-        .arg(format!("{run}-telemetry"))
-        .arg("--events-topic")
-        .arg(format!("{run}-events"))
-        .arg("--dlq-topic")
-        .arg(format!("{run}-dlq"))
-        .arg("--alerts-topic")
-        .arg(format!("{run}-alerts"))
-        .arg("--checkpoint-topic")
-        .arg(format!("{run}-checkpoint"))
-        .arg("--registry")
-        .arg(registry)
-        .args([
-            "--model",
-            model,
-            "--batch-size",
-            "16",
-            "--commit-interval",
-            "500ms",
-        ])
-        .args(["--http-addr", "127.0.0.1:0"])
-        .env("MAINTCAST_INFLUX_URL", &env.url)
-        .env("MAINTCAST_INFLUX_ORG", &env.org)
-        .env("MAINTCAST_INFLUX_BUCKET", &env.bucket)
-        .env("MAINTCAST_INFLUX_TOKEN", &env.token)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start maintcast ingest");
-    Ingest(child)
-}
-
-/// The `maintcast ingest` process killed with SIGKILL while rows are still arriving (about 40 a
-/// second), then started again: every expected forecast is in InfluxDB with the offline value (windows forecast by both
-/// processes overwrite one point), and the rows right after the last commit, fewer than a window,
-/// are forecast, which only windows restored from the checkpoint allow.
+/// The `maintcast ingest` process killed with SIGKILL while rows are still arriving (40 a
+/// second), then started again: every expected forecast is in InfluxDB with the offline value
+/// (windows forecast by both processes overwrite one point), and the rows right after the last
+/// commit, fewer than a window, are forecast, which only windows restored from the checkpoint
+/// allow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_mid_stream_then_restart_loses_nothing() {
     let brokers = kafka_brokers();
@@ -198,78 +152,50 @@ async fn kill_9_mid_stream_then_restart_loses_nothing() {
     make_model(reg.path(), &model, 13);
     let topic = format!("{run}-telemetry");
     let group = format!("{run}-group");
+    let committed = || async { committed_rows(&brokers, &topic, &group).max(0) as usize };
     let machines = 4;
-    // Rows arrive until the restarted process has run a while, however slow the machine is.
-    let stop = Arc::new(AtomicBool::new(false));
-    let streamer = tokio::spawn({
-        let (brokers, topic, run, stop) =
-            (brokers.clone(), topic.clone(), run.clone(), stop.clone());
-        async move {
-            let producer = producer(&brokers);
-            let mut fleet = new_fleet(&run, machines);
-            let mut r = 0;
-            while !stop.load(Ordering::Relaxed) && r < 2000 {
-                send_fleet(&producer, &topic, &mut fleet, r..r + 1).await;
-                r += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            fleet
-        }
-    });
+    // Rows arrive until the restarted process has run, however slow the machine is.
+    let stream = SteadyStream::start(&brokers, &run, machines, Duration::from_millis(100));
+    let args = IngestArgs::new(&brokers, influx(), reg.path(), &model, &run);
 
-    let mut first = spawn_ingest(&brokers, reg.path(), &model, &run);
-    // Kill once more than a window of rows per machine is committed, while rows still arrive.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while committed_rows(&brokers, &topic, &group) < (machines * (WINDOW + 2)) as i64 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nothing committed within 60 s"
-        );
-        assert!(first.0.try_wait().unwrap().is_none(), "ingest exited early");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    first.0.kill().unwrap(); // SIGKILL
-    let status = first.0.wait().unwrap();
+    let mut first = IngestProcess::spawn(&args);
+    // Killed once more than a window of rows per machine is committed, while rows still arrive.
+    let what = "rows committed by the first process";
+    let want = machines * (WINDOW + 2);
+    wait_for(committed, |n| *n, want, what, || first.describe()).await;
+    let status = first.kill_9();
     assert!(!status.success(), "killed, not exited: {status:?}");
-    let killed_at = committed_rows(&brokers, &topic, &group);
-    assert!(!streamer.is_finished(), "the stream ended before the kill");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let killed_at = committed().await;
+    // Rows arrive while no process runs.
+    stream.advance(3).await;
 
-    let mut second = spawn_ingest(&brokers, reg.path(), &model, &run);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::Relaxed);
-    let fleet = streamer.await.unwrap();
+    let mut second = IngestProcess::spawn(&args);
+    // The new process consumes and commits past the kill while rows still arrive.
+    let what = "rows committed by the restarted process";
+    let want = killed_at + machines;
+    wait_for(committed, |n| *n, want, what, || second.describe()).await;
+    let fleet = stream.finish().await;
     let rows = fleet.rows[0].1.len();
+    let what = "every message committed";
+    let want = messages_sent(&fleet);
+    wait_for(committed, |n| *n, want, what, || second.describe()).await;
     let expected = offline_forecasts(reg.path(), &model, &fleet);
     assert_eq!(expected.len(), machines * (rows - WINDOW + 1));
-    assert_forecasts(&model, &expected, &[]).await;
-    assert!(
-        second.0.try_wait().unwrap().is_none(),
-        "ingest exited early"
-    );
+    let got = wait_for_len(
+        || forecasts_in_influx(&model),
+        expected.len(),
+        "forecasts after the restart",
+        || second.describe(),
+    )
+    .await;
+    check_forecasts(&got, &expected);
+    second.assert_running("after the forecasts arrived");
     eprintln!(
         "killed with {killed_at} of {} rows committed",
         machines * rows
     );
-
     // SIGTERM: drain, commit, exit 0.
-    let term = Command::new("kill")
-        .args(["-TERM", &second.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = second.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no exit 60 s after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert!(status.success(), "exit after SIGTERM: {status:?}");
+    second.stop_cleanly().await;
     check_committed(&brokers, &topic, &group);
 }
 

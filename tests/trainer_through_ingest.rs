@@ -4,13 +4,18 @@
 //! v2 for the next telemetry without a restart.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use maintcast_e2e::diag::service_state;
 use maintcast_e2e::fleet::{self, Fleet, card, train_once};
-use maintcast_e2e::ingest::{create_topics, service_config, start_service, stop_service};
+use maintcast_e2e::ingest::{
+    create_topics, free_port, service_config, start_service, stop_service,
+};
 use maintcast_e2e::stream::producer;
+use maintcast_e2e::wait::wait_for;
 use maintcast_e2e::{InfluxEnv, influx, kafka_brokers, unique};
 use maintcast_models::registry as reg;
 use maintcast_proto::{MaintenanceEvent, MaintenanceKind, Telemetry};
@@ -59,25 +64,27 @@ async fn count(env: &InfluxEnv, filter: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// Polls `filter`'s point count until it reaches `want` (or the deadline passes), failing early
-/// if the service stopped.
+/// Polls `filter`'s point count until it reaches `want`; fails after a minute and a half with no
+/// new point (or ten minutes in all), or at once if the service stopped, saying what the service
+/// (its `/metrics` at `addr`) was doing.
 async fn wait_for_count(
     env: &InfluxEnv,
     what: &str,
     filter: &str,
     want: usize,
-    service: &tokio::task::JoinHandle<anyhow::Result<()>>,
+    (service, addr): (&tokio::task::JoinHandle<anyhow::Result<()>>, SocketAddr),
 ) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-    let mut got = 0;
-    while tokio::time::Instant::now() < deadline {
-        got = count(env, filter).await;
-        if got >= want {
-            break;
-        }
-        assert!(!service.is_finished(), "ingest stopped early");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let got = wait_for(
+        || {
+            assert!(!service.is_finished(), "ingest stopped early");
+            count(env, filter)
+        },
+        |n| *n,
+        want,
+        what,
+        || service_state(addr),
+    )
+    .await;
     assert_eq!(got, want, "{what} in InfluxDB");
 }
 
@@ -137,6 +144,8 @@ async fn history_through_ingest_retrains_and_the_running_ingest_serves_the_new_v
     config.write_raw = true;
     // Short, so the test does not wait on it; reloads happen only between batches anyway.
     config.reload_interval = Duration::from_millis(200);
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    config.http_addr = addr;
     let (shutdown, service) = start_service(config);
 
     // The fleet's history through Kafka.
@@ -173,7 +182,7 @@ async fn history_through_ingest_retrains_and_the_running_ingest_serves_the_new_v
         "raw telemetry rows",
         &telemetry_filter,
         f.rows.len(),
-        &service,
+        (&service, addr),
     )
     .await;
     let machines: Vec<&str> = {
@@ -194,7 +203,7 @@ async fn history_through_ingest_retrains_and_the_running_ingest_serves_the_new_v
         "maintenance events",
         &events_filter,
         f.events.len(),
-        &service,
+        (&service, addr),
     )
     .await;
     let forecast_filter =
@@ -267,7 +276,7 @@ async fn history_through_ingest_retrains_and_the_running_ingest_serves_the_new_v
         "v0002 forecasts",
         &format!(r#"{forecast_filter} and r.model_version == "v0002" and r._field == "days_to_maintenance""#),
         want,
-        &service,
+        (&service, addr),
     )
     .await;
     // Every forecast after the last maintenance is v0002's; none of the history's is.

@@ -1,7 +1,7 @@
 //! Running the ingest service in a test: topics and configuration private to one run, so tests
 //! never consume each other's messages.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use maintcast_common::influx::InfluxConfig;
 use maintcast_common::shutdown::Shutdown;
 use tokio::task::JoinHandle;
 
-use crate::{create_topic, influx};
+use crate::{InfluxEnv, create_topic, influx};
 
 /// The topics of run `run`: `{run}-telemetry`, `{run}-events`, `{run}-dlq`, `{run}-alerts`.
 pub async fn create_topics(brokers: &str, run: &str) {
@@ -27,7 +27,17 @@ pub fn service_config(
     model: &str,
     run: &str,
 ) -> maintcast_ingest::Config {
-    let env = influx();
+    service_config_in(brokers, influx(), registry_dir, model, run)
+}
+
+/// As [`service_config`], writing to the InfluxDB `env` (a private instance, say).
+pub fn service_config_in(
+    brokers: &str,
+    env: InfluxEnv,
+    registry_dir: &Path,
+    model: &str,
+    run: &str,
+) -> maintcast_ingest::Config {
     let influx = InfluxConfig {
         url: env.url,
         org: env.org,
@@ -69,4 +79,13 @@ pub async fn stop_service(shutdown: Shutdown, service: Service) {
         .expect("service stops within 60 s")
         .expect("service task")
         .expect("service exits cleanly");
+}
+
+/// A loopback port nothing listens on now (the kernel's pick, released at once), for a service
+/// whose `/metrics` a test must find.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding a loopback port")
+        .port()
 }

@@ -4,12 +4,19 @@
 
 pub mod bucket;
 pub mod compose;
+pub mod diag;
 pub mod fleet;
+pub mod infra;
 pub mod ingest;
+pub mod model;
 pub mod offline;
+pub mod offsets;
+pub mod process;
 pub mod prometheus;
+pub mod steady;
 pub mod stream;
 pub mod topic;
+pub mod wait;
 
 use std::collections::HashMap;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -104,6 +111,12 @@ impl InfluxEnv {
     /// Runs a Flux query through the HTTP API and returns its rows as column -> value maps
     /// (annotated CSV, parsed here because the influxdb2 crate's typed query wants a struct per shape).
     pub async fn query(&self, flux: &str) -> Vec<HashMap<String, String>> {
+        self.try_query(flux).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// As [`InfluxEnv::query`], with an unreachable or failing InfluxDB an Err rather than a
+    /// panic: for whoever polls through an outage.
+    pub async fn try_query(&self, flux: &str) -> Result<Vec<HashMap<String, String>>, String> {
         let client = reqwest::Client::new();
         let resp = client
             .post(format!(
@@ -118,14 +131,16 @@ impl InfluxEnv {
             )
             .send()
             .await
-            .expect("InfluxDB query request");
+            .map_err(|e| format!("InfluxDB query request: {e}"))?;
         let status = resp.status();
-        let body = resp.text().await.expect("InfluxDB query body");
-        assert!(
-            status.is_success(),
-            "InfluxDB query failed ({status}): {body}"
-        );
-        parse_flux_csv(&body)
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| format!("InfluxDB query body: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("InfluxDB query failed ({status}): {body}"));
+        }
+        Ok(parse_flux_csv(&body))
     }
 }
 

@@ -6,137 +6,24 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::Device;
 use maintcast_common::points;
-use maintcast_models::metrics::IntervalSpec;
-use maintcast_models::network::{ArchConfig, Network};
 use maintcast_models::prep::Arrival;
-use maintcast_models::scaler::{Scaler, ScalerKind};
-use maintcast_models::{Forecaster, ModelCard, TargetSpec, artifact, registry};
+use maintcast_models::{Forecaster, registry};
 use maintcast_proto::{Forecast, Telemetry};
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::ClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 
-use crate::influx;
 use crate::offline::{OfflineMachine, forecast};
+pub use crate::offsets::{check_committed, committed_offsets, committed_rows, wait_committed};
+use crate::{InfluxEnv, influx};
 
-pub const FEATURES: [&str; 3] = ["temp", "vibration", "pressure"];
-pub const WINDOW: usize = 10;
-
-/// Publishes a small randomly initialised model as the next version of `name` in `registry_dir`
-/// and returns that version; CURRENT is left alone.
-pub fn publish_model(registry_dir: &Path, name: &str, seed: u64) -> String {
-    publish_model_ordered(registry_dir, name, seed, &FEATURES)
-}
-
-/// As [`publish_model`], with the features listed in `order` (a permutation of [`FEATURES`]), as
-/// a model trained from another history source may list them.
-pub fn publish_model_ordered(
-    registry_dir: &Path,
-    name: &str,
-    seed: u64,
-    order: &[&str; 3],
-) -> String {
-    let (offset, scale): (Vec<f32>, Vec<f32>) = order
-        .iter()
-        .map(|f| match *f {
-            "temp" => (50.0, 50.0),
-            "vibration" => (0.0, 2.0),
-            "pressure" => (1.0, 4.0),
-            other => panic!("unknown feature {other}"),
-        })
-        .unzip();
-    let spec = RandomModel {
-        features: order.iter().map(|s| s.to_string()).collect(),
-        window: WINDOW,
-        min_rows: WINDOW,
-        hidden: vec![8],
-        offset,
-        scale,
-        seed,
-    };
-    publish_random_model(registry_dir, name, spec).expect("publish")
-}
-
-/// A model with random weights: what a test or benchmark needs to drive the serving path.
-pub struct RandomModel {
-    pub features: Vec<String>,
-    pub window: usize,
-    /// Rows a machine needs since its last maintenance before its first forecast; fewer than
-    /// `window` means short histories are left-padded.
-    pub min_rows: usize,
-    pub hidden: Vec<usize>,
-    /// Min-max scaler: `(raw - offset) / scale` per feature.
-    pub offset: Vec<f32>,
-    pub scale: Vec<f32>,
-    pub seed: u64,
-}
-
-/// Publishes `spec` as the next version of `name` in `registry_dir` (CURRENT is left alone) and
-/// returns that version.
-pub fn publish_random_model(
-    registry_dir: &Path,
-    name: &str,
-    spec: RandomModel,
-) -> anyhow::Result<String> {
-    let arch = ArchConfig {
-        n_features: spec.features.len(),
-        hidden: spec.hidden,
-        dropout: 0.0,
-    };
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    Network::new(vb, &arch)?;
-    maintcast_models::train::init_weights(&varmap, spec.seed)?;
-    let card = ModelCard {
-        name: name.into(),
-        version: String::new(),
-        features: spec.features,
-        window: spec.window,
-        min_rows: spec.min_rows,
-        target: TargetSpec {
-            name: "days_to_maintenance".into(),
-            cap: 100.0,
-        },
-        scaler: Scaler {
-            kind: ScalerKind::MinMax,
-            offset: spec.offset,
-            scale: spec.scale,
-        },
-        arch,
-        interval: IntervalSpec {
-            lower_quantile: 0.1,
-            upper_quantile: 0.9,
-            lower_offset: -2.0,
-            upper_offset: 3.0,
-            n_calibration: 10,
-        },
-        members: 1,
-        inference_precision: Default::default(),
-        training: serde_json::json!({}),
-        data: serde_json::json!({}),
-        metrics: serde_json::json!({}),
-        weights_sha256: String::new(),
-        parent_version: None,
-        created_at: "2026-11-29T00:00:00Z".into(),
-        // No training ranges: the stream's input-quality checks stay silent for random models.
-        feature_stats: Vec::new(),
-    };
-    let staged = tempfile::tempdir()?;
-    artifact::save(staged.path(), card, &[&varmap])?;
-    Ok(registry::publish(registry_dir, name, staged.path())?)
-}
-
-/// A small randomly initialised model, published and promoted in `registry_dir`.
-pub fn make_model(registry_dir: &Path, name: &str, seed: u64) -> String {
-    let version = publish_model(registry_dir, name, seed);
-    registry::promote(registry_dir, name, &version, "test model").expect("promote");
-    version
-}
+pub use crate::model::{
+    FEATURES, RandomModel, WINDOW, make_model, publish_model, publish_model_ordered,
+    publish_random_model,
+};
 
 fn sensor_row(machine: usize, i: usize) -> Vec<f64> {
     let t = i as f64;
@@ -187,8 +74,8 @@ pub async fn produce(
 }
 
 /// As [`produce`], to `partition` when given.
-pub async fn produce_to(
-    producer: &FutureProducer,
+pub async fn produce_to<C: ClientContext + 'static>(
+    producer: &FutureProducer<C>,
     topic: &str,
     partition: Option<i32>,
     key: &str,
@@ -219,8 +106,25 @@ pub async fn send_fleet(
     fleet: &mut Fleet,
     rows: std::ops::Range<usize>,
 ) {
+    for m in fleet_messages(fleet, rows) {
+        produce_to(producer, topic, m.partition, &m.key, &m.payload, m.ct).await;
+    }
+}
+
+/// One Kafka message of a fleet, ready to send.
+pub struct FleetMessage {
+    pub partition: Option<i32>,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub ct: Option<&'static str>,
+}
+
+/// The messages of rows `rows` of every machine, in send order, recording each row in `fleet` as
+/// the offline forecaster must see it.
+pub fn fleet_messages(fleet: &mut Fleet, rows: std::ops::Range<usize>) -> Vec<FleetMessage> {
     let base = fleet.base_ms;
     let pinned = fleet.partitions;
+    let mut out = Vec::new();
     for i in rows {
         for (m, (id, expected)) in fleet.rows.iter_mut().enumerate() {
             let partition = pinned.map(|n| m as i32 % n);
@@ -240,19 +144,24 @@ pub async fn send_fleet(
                 machine_type: Some("press".into()),
                 site: Some(format!("site{}", m % 2)),
             };
+            let message = |payload, ct| FleetMessage {
+                partition,
+                key: id.clone(),
+                payload,
+                ct,
+            };
             if m % 2 == 1 {
-                let ct = Some("application/x-protobuf");
-                produce_to(producer, topic, partition, id, &t.to_protobuf(), ct).await;
+                out.push(message(t.to_protobuf(), Some("application/x-protobuf")));
             } else {
-                produce_to(producer, topic, partition, id, &t.to_json(), None).await;
+                out.push(message(t.to_json(), None));
             }
             if m == 2 && i == 5 {
-                let ct = Some("application/json");
-                produce_to(producer, topic, partition, id, &t.to_json(), ct).await;
+                out.push(message(t.to_json(), Some("application/json")));
             }
             expected.push((ts, values.iter().map(|&v| v as f32).collect()));
         }
     }
+    out
 }
 
 /// What one forecast must be: the offline value and the model version that made it.
@@ -316,7 +225,11 @@ pub fn offline_forecasts(
 
 /// Every `maintenance_forecast` point of `model`, read back through the schema that wrote it.
 pub async fn forecasts_in_influx(model: &str) -> Vec<Forecast> {
-    let env = influx();
+    forecasts_in(&influx(), model).await
+}
+
+/// As [`forecasts_in_influx`], from the InfluxDB `env` (a private instance, say).
+pub async fn forecasts_in(env: &InfluxEnv, model: &str) -> Vec<Forecast> {
     let flux = points::forecasts_flux(&env.bucket, model, "start: -10d, stop: 1d");
     env.query(&flux)
         .await
@@ -326,10 +239,18 @@ pub async fn forecasts_in_influx(model: &str) -> Vec<Forecast> {
 }
 
 /// Waits until InfluxDB holds as many forecasts of `model` as expected (failing at once if one
-/// of `services` stops), then compares each with the offline value and version, its tags,
-/// timestamp and derived fields. A window forecast twice under two versions is two series, so
-/// the count catches that too.
+/// of `services` stops), then checks them with [`check_forecasts`].
 pub async fn assert_forecasts(
+    model: &str,
+    expected: &HashMap<(String, i64), Expected>,
+    services: &[&tokio::task::JoinHandle<anyhow::Result<()>>],
+) {
+    assert_forecasts_in(&influx(), model, expected, services).await
+}
+
+/// As [`assert_forecasts`], in the InfluxDB `env`.
+pub async fn assert_forecasts_in(
+    env: &InfluxEnv,
     model: &str,
     expected: &HashMap<(String, i64), Expected>,
     services: &[&tokio::task::JoinHandle<anyhow::Result<()>>],
@@ -337,7 +258,7 @@ pub async fn assert_forecasts(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     let mut got = Vec::new();
     while tokio::time::Instant::now() < deadline {
-        got = forecasts_in_influx(model).await;
+        got = forecasts_in(env, model).await;
         if got.len() >= expected.len() {
             break;
         }
@@ -346,8 +267,29 @@ pub async fn assert_forecasts(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert_eq!(got.len(), expected.len(), "forecast count in InfluxDB");
-    for f in &got {
+    check_forecasts(&got, expected);
+}
+
+/// Each of `got` is one of `expected`, with the offline value and version, its tags, timestamp
+/// and derived fields, and the counts match. A window forecast twice under two versions is two
+/// series, so the count catches that too.
+pub fn check_forecasts(got: &[Forecast], expected: &HashMap<(String, i64), Expected>) {
+    if got.len() != expected.len() {
+        let seen: std::collections::HashSet<(String, i64)> = got
+            .iter()
+            .map(|f| (f.machine_id.clone(), f.ts_ms))
+            .collect();
+        let mut missing: Vec<_> = expected.keys().filter(|k| !seen.contains(*k)).collect();
+        missing.sort();
+        panic!(
+            "{} forecasts in InfluxDB, {} expected; {} missing, the first: {:?}",
+            got.len(),
+            expected.len(),
+            missing.len(),
+            &missing[..missing.len().min(10)]
+        );
+    }
+    for f in got {
         let (id, ts) = (&f.machine_id, f.ts_ms);
         let want = expected
             .get(&(id.clone(), ts))
@@ -370,76 +312,4 @@ pub async fn assert_forecasts(
             f.days_p90
         );
     }
-}
-
-/// After a clean shutdown every consumed offset is committed.
-pub fn check_committed(brokers: &str, telemetry_topic: &str, group: &str) {
-    if let Err(e) = committed_to_the_end(brokers, telemetry_topic, group) {
-        panic!("{e}");
-    }
-}
-
-/// Waits up to `timeout` for every telemetry partition's committed offset to reach its end.
-pub async fn wait_committed(brokers: &str, telemetry_topic: &str, group: &str, timeout: Duration) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        match committed_to_the_end(brokers, telemetry_topic, group) {
-            Ok(()) => return,
-            Err(e) if tokio::time::Instant::now() > deadline => panic!("{e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
-}
-
-fn committed_to_the_end(brokers: &str, telemetry_topic: &str, group: &str) -> Result<(), String> {
-    let (probe, committed) = committed_offsets(brokers, telemetry_topic, group);
-    for (p, offset) in committed.into_iter().enumerate() {
-        let (_, high) = probe
-            .fetch_watermarks(telemetry_topic, p as i32, Duration::from_secs(5))
-            .unwrap();
-        if high > 0 && offset != Offset::Offset(high) {
-            return Err(format!(
-                "partition {p} committed at {offset:?}, its end is {high}"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The committed offset of each of the 3 telemetry partitions for `group` (`Offset::Invalid`
-/// where none was committed), with the client that asked.
-pub fn committed_offsets(
-    brokers: &str,
-    telemetry_topic: &str,
-    group: &str,
-) -> (BaseConsumer, Vec<Offset>) {
-    let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..3 {
-        tpl.add_partition(telemetry_topic, p);
-    }
-    let committed = probe
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap();
-    let mut offsets = vec![Offset::Invalid; 3];
-    for e in committed.elements() {
-        offsets[e.partition() as usize] = e.offset();
-    }
-    (probe, offsets)
-}
-
-/// Rows committed across the telemetry partitions of `group`.
-pub fn committed_rows(brokers: &str, telemetry_topic: &str, group: &str) -> i64 {
-    committed_offsets(brokers, telemetry_topic, group)
-        .1
-        .iter()
-        .map(|o| match o {
-            Offset::Offset(n) => *n,
-            _ => 0,
-        })
-        .sum()
 }
