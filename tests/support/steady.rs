@@ -18,6 +18,9 @@ use crate::stream::{Fleet, fleet_messages, new_fleet, produce_to};
 /// in the past.
 pub const MAX_ROWS: usize = 2500;
 
+/// How long a row may wait for delivery before the stream gives up on its producer.
+const STUCK: Duration = Duration::from_secs(60);
+
 /// A producer for a stream that must survive a broker outage: it waits up to ten minutes for
 /// delivery, so that an outage delays rows rather than losing them, and what librdkafka warns of
 /// goes to stderr, so a stalled stream shows why. Order needs no idempotence here, since a
@@ -66,7 +69,7 @@ impl SteadyStream {
         let task = tokio::spawn({
             let (stop, sent) = (stop.clone(), sent.clone());
             async move {
-                let producer = ordered_producer(&brokers);
+                let mut producer = ordered_producer(&brokers);
                 let topic = format!("{run}-telemetry");
                 let mut fleet = new_fleet(&run, machines);
                 let mut tick = tokio::time::interval(period);
@@ -77,10 +80,23 @@ impl SteadyStream {
                     // One row per machine at a time: a machine's rows stay in order, and the
                     // machines' rows go out together.
                     let messages = fleet_messages(&mut fleet, r..r + 1);
-                    futures::future::join_all(messages.iter().map(|m| {
-                        produce_to(&producer, &topic, m.partition, &m.key, &m.payload, m.ct)
-                    }))
-                    .await;
+                    loop {
+                        let sends = futures::future::join_all(messages.iter().map(|m| {
+                            produce_to(&producer, &topic, m.partition, &m.key, &m.payload, m.ct)
+                        }));
+                        if tokio::time::timeout(STUCK, sends).await.is_ok() {
+                            break;
+                        }
+                        // Seen about one broker restart in seven: this client delivered nothing
+                        // for minutes after the broker was back, while a new client could. The
+                        // stream is the test's, not the system under test, so it starts over
+                        // with a new producer; a row that also arrives from the old one is a
+                        // duplicate or late row, which the service ignores for forecasts.
+                        eprintln!(
+                            "[stream producer] no delivery for {STUCK:?}: resending row {r} with a new producer"
+                        );
+                        producer = ordered_producer(&brokers);
+                    }
                     r += 1;
                     sent.store(r, Ordering::Relaxed);
                 }
