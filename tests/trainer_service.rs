@@ -155,6 +155,85 @@ async fn rounds_promote_a_better_challenger_skip_without_new_data_and_refuse_a_s
     assert_eq!(tb_runs, 3);
 }
 
+/// `--live-gate`: a challenger that passes the offline gate shadows instead of serving, and while
+/// it shadows a round reviews its live evidence instead of training another.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_live_gate_a_passing_challenger_shadows_and_waits_for_evidence() {
+    let env = influx();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("tiny.toml"), fleet::TINY_RECIPE).unwrap();
+    let machine_type = unique("live-type");
+    let name = unique("live-model");
+    // The same fleet as the promotion test: a trained challenger beats a know-nothing champion.
+    let f = fleet::fleet("tm", 10, 3, 1_735_689_600_000, 11);
+    write(&env, history_points(&f, &machine_type)).await;
+    let r = root.path().join("registry");
+    let gate = [
+        "--live-gate",
+        "--live-min-events",
+        "3",
+        "--min-new-rows",
+        "0",
+    ];
+
+    // The first version serves at once, live gate or not.
+    let o = train_once(
+        &env,
+        root.path(),
+        &name,
+        &machine_type,
+        &["--shuffle-labels", "--live-gate"],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        reg::current_version(&r, &name).unwrap().as_deref(),
+        Some("v0001")
+    );
+
+    // A better challenger is published and shadows; CURRENT stays.
+    let o = train_once(&env, root.path(), &name, &machine_type, &gate);
+    let log = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(10), "{log}");
+    assert!(log.contains("shadowing: passed the offline gate"), "{log}");
+    assert_eq!(
+        reg::current_version(&r, &name).unwrap().as_deref(),
+        Some("v0001")
+    );
+    assert_eq!(
+        reg::shadow_version(&r, &name).unwrap().as_deref(),
+        Some("v0002")
+    );
+    let c2 = card(root.path(), &name, "v0002");
+    assert_eq!(c2["metrics"]["gate"]["shadow"], true);
+    assert_eq!(c2["metrics"]["gate"]["promoted"], false);
+    let last = reg::read_log(&r, &name).unwrap().pop().unwrap();
+    assert_eq!(
+        (last.action, last.version.as_str()),
+        (reg::Action::Shadow, "v0002")
+    );
+    assert!(
+        last.reason.contains("awaiting live evidence"),
+        "{}",
+        last.reason
+    );
+
+    // No maintenance scored yet: the round waits (skipped) and trains nothing new.
+    let o = train_once(&env, root.path(), &name, &machine_type, &gate);
+    let log = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(20), "{log}");
+    assert!(log.contains("collecting live evidence"), "{log}");
+    assert_eq!(reg::versions(&r, &name).unwrap().len(), 2);
+    assert_eq!(
+        reg::shadow_version(&r, &name).unwrap().as_deref(),
+        Some("v0002")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn realized_accuracy_scores_served_forecasts_against_the_event() {
     let env = influx();

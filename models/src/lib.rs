@@ -36,6 +36,7 @@ pub mod fused_train;
 mod lstm_avx512;
 pub mod network;
 
+pub mod accuracy;
 pub mod artifact;
 pub mod config;
 pub mod dataset;

@@ -8,7 +8,9 @@
 //!   which is the produce-to-write latency when forecasts leave in arrival order.
 //! - `memory MACHINES`: allocated bytes (RSS) of a WindowStore holding MACHINES full windows.
 //!
-//! The model is the default shape (2 x LSTM(64), window 60, 14 features), random weights.
+//! The model is the default shape (2 x LSTM(64), window 60, 14 features), random weights. With
+//! `MAINTCAST_BENCH_SHADOW=1` a second model of the same shape shadows it (docs/LIVE_EVALUATION.md),
+//! so the same command measures what a shadow costs.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -39,8 +41,21 @@ fn make_default_model(registry_dir: &Path, name: &str) -> anyhow::Result<()> {
         scale: vec![10.0; N_FEATURES],
         seed: 7,
     };
+    let shadow = RandomModel {
+        seed: 8,
+        features: spec.features.clone(),
+        offset: spec.offset.clone(),
+        scale: spec.scale.clone(),
+        hidden: spec.hidden.clone(),
+        ..spec
+    };
     let version = publish_random_model(registry_dir, name, spec)?;
     registry::promote(registry_dir, name, &version, "benchmark model")?;
+    if std::env::var_os("MAINTCAST_BENCH_SHADOW").is_some_and(|v| v == "1") {
+        let shadow = publish_random_model(registry_dir, name, shadow)?;
+        maintcast_trainer::shadow::set(registry_dir, name, &shadow, "benchmark shadow")?;
+        eprintln!("{shadow} shadows {version}");
+    }
     Ok(())
 }
 
@@ -162,13 +177,15 @@ async fn throughput(stride: u64, machines: usize, rows: usize) -> anyhow::Result
     let all_done = start.elapsed();
     let from_first = all_done - first.unwrap_or_default();
     let infer = scrape(&client, "inference_seconds_sum").await;
+    let shadow_infer = scrape(&client, "shadow_inference_seconds_sum").await;
     let write = scrape(&client, "influx_write_seconds_sum").await;
     shutdown.trigger();
     svc.await??;
     println!(
         "stride {stride}: {total} rows ({machines} machines x {rows}), {want} forecasts; \
          {:.1} s from start, {:.1} s from first consumed -> {:.0} rows/s, {:.0} forecasts/s; \
-         inference {infer:.1} s, InfluxDB writes {write:.1} s (summed)",
+         inference {infer:.1} s, shadow inference {shadow_infer:.1} s, InfluxDB writes {write:.1} s \
+         (summed)",
         all_done.as_secs_f64(),
         from_first.as_secs_f64(),
         total as f64 / from_first.as_secs_f64(),

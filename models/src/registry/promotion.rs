@@ -23,6 +23,10 @@ pub const PROMOTIONS: &str = "PROMOTIONS";
 pub enum Action {
     Promote,
     Rollback,
+    /// `version` started shadowing (`from`: what served then); CURRENT did not move.
+    Shadow,
+    /// `version` stopped shadowing without being promoted; CURRENT did not move.
+    Retire,
 }
 
 /// One line of the promotion log.
@@ -30,9 +34,9 @@ pub enum Action {
 pub struct LogEntry {
     pub at: String,
     pub action: Action,
-    /// The version that serves after this entry.
+    /// The version that serves after this entry; for `shadow` and `retire`, the challenger.
     pub version: String,
-    /// The version that served before it.
+    /// The version that served before it (for `shadow` and `retire`: that serves meanwhile).
     pub from: Option<String>,
     pub reason: String,
 }
@@ -102,6 +106,29 @@ pub fn promote_with(
     Ok(from)
 }
 
+/// Appends an entry that does not move CURRENT (shadowing, retiring): `version` is the one it
+/// concerns, `from` what served at the time.
+pub fn log(
+    registry: &Path,
+    name: &str,
+    action: Action,
+    version: &str,
+    from: Option<String>,
+    reason: &str,
+) -> Result<()> {
+    append_log(
+        registry,
+        name,
+        &LogEntry {
+            at: now(),
+            action,
+            version: version.to_string(),
+            from,
+            reason: reason.to_string(),
+        },
+    )
+}
+
 /// Versions in the order they became CURRENT, the serving one last, as the log replays.
 pub fn serving_stack(registry: &Path, name: &str) -> Result<Vec<String>> {
     let mut stack: Vec<String> = Vec::new();
@@ -117,6 +144,8 @@ pub fn serving_stack(registry: &Path, name: &str) -> Result<Vec<String>> {
                 }
                 stack.push(e.version);
             }
+            // A challenger's story beside the serving one: CURRENT did not move.
+            Action::Shadow | Action::Retire => {}
             Action::Rollback => {
                 stack.pop();
                 // A rollback may land on a version the log never saw promoted (hand-copied

@@ -59,8 +59,18 @@ pub enum PointError {
 }
 
 /// `maintenance_forecast`: one point per forecast the ingest service (or the demo) makes.
+/// Realized accuracy, scored by ingest at each maintenance event (built in
+/// `maintcast_ingest::accuracy`, read by the trainer's live gate); docs/influxdb.md lists its tags
+/// and fields.
+pub mod forecast_accuracy {
+    pub const MEASUREMENT: &str = "forecast_accuracy";
+}
+
 pub mod forecast {
     pub const MEASUREMENT: &str = "maintenance_forecast";
+    /// A shadow model's forecasts: the same tags and fields in a measurement of their own, so no
+    /// query of served forecasts (dashboards, alert rules) can take them in by mistake.
+    pub const SHADOW_MEASUREMENT: &str = "shadow_forecast";
     pub mod tag {
         pub const MACHINE_ID: &str = "machine_id";
         pub const MODEL: &str = "model";
@@ -239,8 +249,17 @@ impl Point {
 
     /// A forecast. Every value must be finite.
     pub fn forecast(f: &Forecast) -> Result<Self, PointError> {
+        Self::forecast_in(forecast::MEASUREMENT, f)
+    }
+
+    /// A shadow model's forecast (never served): `shadow_forecast`, otherwise as [`Point::forecast`].
+    pub fn shadow_forecast(f: &Forecast) -> Result<Self, PointError> {
+        Self::forecast_in(forecast::SHADOW_MEASUREMENT, f)
+    }
+
+    fn forecast_in(measurement: &'static str, f: &Forecast) -> Result<Self, PointError> {
         use forecast::{field, tag};
-        let mut p = Point::new(forecast::MEASUREMENT, f.ts_ms)
+        let mut p = Point::new(measurement, f.ts_ms)
             .tag(tag::MACHINE_ID, &f.machine_id)?
             .tag(tag::MODEL, &f.model)?
             .tag(tag::MODEL_VERSION, &f.model_version)?
@@ -374,11 +393,16 @@ pub fn due_at(ts_ms: i64, days: f64) -> i64 {
 /// A Flux query for the `maintenance_forecast` points of `model` in `bucket`, one row per point
 /// with the fields pivoted into columns: what [`forecast_from_row`] reads.
 pub fn forecasts_flux(bucket: &str, model: &str, range: &str) -> String {
+    forecasts_flux_in(bucket, forecast::MEASUREMENT, model, range)
+}
+
+/// As [`forecasts_flux`], for the forecasts in `measurement` (`shadow_forecast`, say).
+pub fn forecasts_flux_in(bucket: &str, measurement: &str, model: &str, range: &str) -> String {
     format!(
         r#"from(bucket: "{bucket}") |> range({range})
   |> filter(fn: (r) => r._measurement == "{m}" and r.{t} == "{model}")
   |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")"#,
-        m = forecast::MEASUREMENT,
+        m = measurement,
         t = forecast::tag::MODEL,
     )
 }
@@ -659,6 +683,8 @@ mod tests {
             forecast::field::P10,
             forecast::field::P90,
             forecast::field::WINDOW_ROWS,
+            forecast::SHADOW_MEASUREMENT,
+            forecast_accuracy::MEASUREMENT,
             telemetry::MEASUREMENT,
             telemetry::tag::MACHINE_ID,
             telemetry::tag::MACHINE_TYPE,

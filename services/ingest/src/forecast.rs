@@ -38,14 +38,14 @@ pub struct NonFinite {
 /// interval), or which window it was when the model's output is not finite.
 pub fn forecast(
     model: &dyn Model,
-    r: ForecastRequest,
+    r: &ForecastRequest,
     p: Prediction,
     (q, features): (&Quality, &[String]),
     cfg: &QualityConfig,
 ) -> Result<Forecast, NonFinite> {
     if !(p.days.is_finite() && p.p10.is_finite() && p.p90.is_finite()) {
         return Err(NonFinite {
-            machine_id: r.machine_id,
+            machine_id: r.machine_id.clone(),
             ts_ms: r.ts_ms,
         });
     }
@@ -53,7 +53,7 @@ pub fn forecast(
     let (p10, p90) = q.widen(cfg, p.days, p.p10, p.p90);
     let low_confidence = q.low_confidence(cfg);
     Ok(Forecast {
-        machine_id: r.machine_id,
+        machine_id: r.machine_id.clone(),
         ts_ms: r.ts_ms,
         model: model.name().to_string(),
         model_version: model.version().to_string(),
@@ -63,8 +63,8 @@ pub fn forecast(
         days_p90: p90 as f64,
         window_rows: r.window_rows as u32,
         quality_flags: q.describe(features),
-        machine_type: r.machine_type,
-        site: r.site,
+        machine_type: r.machine_type.clone(),
+        site: r.site.clone(),
         quality_score: f64::from(q.score),
         low_confidence,
     })
@@ -134,7 +134,7 @@ mod tests {
                 },
             ] {
                 assert!(
-                    forecast(&Fixed, request(), p, (&clean(), &[]), &cfg).is_err(),
+                    forecast(&Fixed, &request(), p, (&clean(), &[]), &cfg).is_err(),
                     "{p:?}"
                 );
             }
@@ -144,7 +144,7 @@ mod tests {
             p10: 1.0,
             p90: 2.0,
         };
-        let f = forecast(&Fixed, request(), p, (&clean(), &[]), &cfg).unwrap();
+        let f = forecast(&Fixed, &request(), p, (&clean(), &[]), &cfg).unwrap();
         assert_eq!(f.due_at, 86_400 + 129_600);
         assert_eq!(f.model_version, "v1");
         assert_eq!((f.quality_score, f.low_confidence), (1.0, false));
@@ -173,7 +173,7 @@ mod tests {
             p10: 4.0,
             p90: 7.0,
         };
-        let f = forecast(&Fixed, request(), p, (&q, &names), &cfg).unwrap();
+        let f = forecast(&Fixed, &request(), p, (&q, &names), &cfg).unwrap();
         assert_eq!((f.days_p10, f.days_p90), (3.0, 9.0));
         assert_eq!(f.days_to_maintenance, 5.0);
         assert_eq!((f.quality_score, f.low_confidence), (0.5, true));

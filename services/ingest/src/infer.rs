@@ -18,6 +18,7 @@ use crate::offsets::Ack;
 use crate::pipeline::ForecastRequest;
 use crate::quality::{Quality, QualityConfig};
 use crate::serving::ServingModel;
+use crate::shadow::{Shadow, ShadowWatch};
 use crate::sink::WriteItem;
 use crate::window::Columns;
 
@@ -49,6 +50,7 @@ impl Inference {
         let mut columns: Option<Arc<[usize]>> = None;
         let mut stats = window_stats(&window_features, &*model);
         let mut batcher = Batcher::new(config.batch_size, config.linger);
+        let mut shadows = ShadowWatch::new(&config, device.clone(), &*model);
         let mut reloader = Reloader::new(&config, device);
         loop {
             let batch = match batcher.deadline() {
@@ -79,6 +81,7 @@ impl Inference {
                 model = m;
                 stats = window_stats(&window_features, &*model);
             }
+            let shadow = shadows.check(&metrics).await;
             metrics.batch_size.observe(batch.len() as f64);
             let started = Instant::now();
             let (batch, predictions) = predict(model.clone(), columns.clone(), batch).await?;
@@ -86,12 +89,29 @@ impl Inference {
                 .inference_seconds
                 .observe(started.elapsed().as_secs_f64());
             let predictions = predictions.context("inference failed")?;
+            let (batch, shadow_predictions) = match &shadow {
+                Some(s) => predict_shadow(s, batch, &metrics).await?,
+                None => (batch, None),
+            };
+            let mut shadow_predictions = shadow_predictions.map(Vec::into_iter);
             for (r, p) in batch.into_iter().zip(predictions) {
                 let q = r.evidence.assess(&r.raw, &stats, &config.quality);
                 count_flags(&metrics, &q, &window_features, &config.quality);
-                match forecast(&*model, r, p, (&q, &window_features), &config.quality) {
-                    Ok(f) => tx
-                        .send(WriteItem::Forecast(f))
+                let shadow_forecast = match (&shadow, shadow_predictions.as_mut()) {
+                    (Some(s), Some(ps)) => ps.next().and_then(|sp| {
+                        forecast(&*s.model, &r, sp, (&q, &window_features), &config.quality)
+                            .map_err(|_| metrics.shadow_failures.inc())
+                            .ok()
+                            .map(Box::new)
+                    }),
+                    _ => None,
+                };
+                match forecast(&*model, &r, p, (&q, &window_features), &config.quality) {
+                    Ok(served) => tx
+                        .send(WriteItem::Forecast {
+                            served,
+                            shadow: shadow_forecast,
+                        })
                         .await
                         .map_err(|_| anyhow::anyhow!("writer stopped"))?,
                     Err(r) => {
@@ -129,6 +149,32 @@ fn count_flags(metrics: &Metrics, q: &Quality, features: &[String], cfg: &Qualit
     }
     if q.low_confidence(cfg) {
         metrics.forecasts_low_confidence.inc();
+    }
+}
+
+/// Runs the shadow on the batch the serving model just ran on. Its failure is counted and logged,
+/// and the batch is served without shadow forecasts.
+async fn predict_shadow(
+    s: &Shadow,
+    batch: Vec<ForecastRequest>,
+    metrics: &Metrics,
+) -> anyhow::Result<(Vec<ForecastRequest>, Option<Vec<Prediction>>)> {
+    let started = Instant::now();
+    let (batch, p) = predict(s.model.clone(), s.columns.clone(), batch).await?;
+    metrics
+        .shadow_inference_seconds
+        .observe(started.elapsed().as_secs_f64());
+    match p {
+        Ok(p) => Ok((batch, Some(p))),
+        Err(e) => {
+            metrics.shadow_failures.inc_by(batch.len() as u64);
+            tracing::error!(
+                version = s.model.version(),
+                error = format!("{e:#}"),
+                "shadow inference failed; served forecasts are unaffected"
+            );
+            Ok((batch, None))
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! `publish` (DLQ, alerts), `offsets` (what may be committed); `service` only wires them.
 //! The contracts are in docs/ (topics.md "Delivery", influxdb.md, configuration.md).
 
+pub mod accuracy;
 pub mod alerts;
 pub mod batch;
 pub mod checkpoint;
@@ -19,6 +20,7 @@ pub mod publish;
 pub mod quality;
 pub mod service;
 pub mod serving;
+pub mod shadow;
 pub mod sink;
 pub mod source;
 pub mod window;

@@ -44,6 +44,15 @@ pub struct Metrics {
     /// Kafka records (DLQ, alerts) whose delivery failed and was retried.
     pub delivery_retries: Family<Labels, Counter>,
     pub model_reloads: Family<Labels, Counter>,
+    /// Shadow model loads, by result (ok, refused).
+    pub shadow_loads: Family<Labels, Counter>,
+    /// Shadow forecasts acknowledged by InfluxDB (`shadow_forecast`).
+    pub shadow_forecasts_written: Counter,
+    /// Shadow forecasts not made: the shadow's inference failed or returned a non-finite value.
+    pub shadow_failures: Counter,
+    pub shadow_inference_seconds: Arc<Histogram>,
+    /// Realized accuracy scored at maintenance events.
+    pub accuracy: crate::accuracy::AccuracyMetrics,
     /// Telemetry sensors the serving model does not know, by sensor name.
     pub unknown_sensors: Family<Labels, Counter>,
     /// Messages whose Kafka key is not their machine_id (events may then miss their windows).
@@ -62,6 +71,9 @@ impl Metrics {
         Metrics {
             batch_size: Arc::new(Histogram::new(exponential_buckets(1.0, 2.0, 12))),
             inference_seconds: Arc::new(Histogram::new(exponential_buckets(0.0005, 2.0, 16))),
+            shadow_inference_seconds: Arc::new(Histogram::new(exponential_buckets(
+                0.0005, 2.0, 16,
+            ))),
             write_seconds: Arc::new(Histogram::new(exponential_buckets(0.001, 2.0, 16))),
             consumed: Default::default(),
             rejected: Default::default(),
@@ -79,6 +91,10 @@ impl Metrics {
             alerts_sent: Default::default(),
             delivery_retries: Default::default(),
             model_reloads: Default::default(),
+            shadow_loads: Default::default(),
+            shadow_forecasts_written: Default::default(),
+            shadow_failures: Default::default(),
+            accuracy: Default::default(),
             unknown_sensors: Default::default(),
             key_mismatches: Default::default(),
             machines: Default::default(),
@@ -158,6 +174,27 @@ impl Metrics {
             "Model reload attempts, by result",
             c.model_reloads,
         );
+        r.register(
+            "shadow_loads",
+            "Shadow model loads (registry SHADOW), by result",
+            c.shadow_loads,
+        );
+        r.register(
+            "shadow_forecasts_written",
+            "Shadow forecasts acknowledged by InfluxDB (shadow_forecast; never served or alerted on)",
+            c.shadow_forecasts_written,
+        );
+        r.register(
+            "shadow_failures",
+            "Shadow forecasts not made: the shadow's inference failed or was not finite",
+            c.shadow_failures,
+        );
+        r.register(
+            "shadow_inference_seconds",
+            "Shadow inference time per batch (on top of inference_seconds)",
+            HistogramRef(c.shadow_inference_seconds),
+        );
+        c.accuracy.register(r);
         r.register(
             "unknown_sensors",
             "Telemetry values for sensors the serving model does not use, by sensor",

@@ -28,6 +28,8 @@ pub enum Ack {
     AlertDelivered { machine_id: String, due: bool },
     /// Forecast requests inference dropped (the model returned a non-finite value).
     Dropped(usize),
+    /// A maintenance event's forecasts were scored and `forecast_accuracy` written.
+    Scored,
 }
 
 #[derive(Debug, Default)]

@@ -39,6 +39,9 @@ pub struct RowStep {
 pub struct EventStep {
     /// The window was reset (false: older than the last reset already applied).
     pub reset: bool,
+    /// The machine's reset before this one, when known: the forecasts in between belong to the
+    /// life this event ended.
+    pub previous_reset_ms: Option<i64>,
 }
 
 /// Remembering every (machine, unknown sensor) pair is bounded so that a producer sending random
@@ -117,6 +120,7 @@ impl Pipeline {
     }
 
     pub fn on_event(&mut self, e: &MaintenanceEvent, partition: i32) -> EventStep {
+        let previous_reset_ms = self.store.get(&e.machine_id).and_then(|w| w.reset_ts);
         let reset = self.store.apply_event(e);
         if reset {
             if let Some(w) = self.store.get_mut(&e.machine_id) {
@@ -124,7 +128,10 @@ impl Pipeline {
             }
             self.dirty.insert(e.machine_id.clone());
         }
-        EventStep { reset }
+        EventStep {
+            reset,
+            previous_reset_ms,
+        }
     }
 
     fn unknown_sensors(&mut self, t: &Telemetry) -> Vec<String> {

@@ -19,6 +19,7 @@ use rdkafka::TopicPartitionList;
 use rdkafka::producer::FutureProducer;
 use tokio::sync::mpsc;
 
+use crate::accuracy::{self, ScoreJob, Scorer};
 use crate::checkpoint;
 use crate::config::Config;
 use crate::infer::Inference;
@@ -97,6 +98,18 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         shutdown.clone(),
     );
 
+    let (score_tx, score_rx) = mpsc::unbounded_channel::<ScoreJob>();
+    let scorer = tokio::spawn(accuracy::run(
+        score_rx,
+        Scorer::new(
+            &config.influx,
+            config.registry.clone(),
+            config.model.clone(),
+            metrics.accuracy.clone(),
+        )?,
+        ack_tx.clone(),
+        shutdown.clone(),
+    ));
     let inference = tokio::spawn(
         Inference {
             model: model.clone(),
@@ -139,21 +152,28 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         publisher,
         req_tx,
         write_tx,
+        score_tx,
+        score_jobs: Vec::new(),
         metrics,
         health,
         shutdown: shutdown.clone(),
     };
     let result = service.run(polled_rx, ack_rx).await;
     let Loop {
-        req_tx, write_tx, ..
+        req_tx,
+        write_tx,
+        score_tx,
+        ..
     } = service;
     // The loop is gone: a revoke during the consumer's close finds no one to drain and returns.
     source.close().await;
     result?;
     drop(req_tx);
     drop(write_tx);
+    drop(score_tx);
     inference.await??;
     writer.await??;
+    scorer.await?;
     shutdown.trigger();
     let _ = http.await;
     tracing::info!("ingest stopped");
@@ -175,6 +195,9 @@ struct Loop {
     publisher: Publisher,
     req_tx: mpsc::Sender<ForecastRequest>,
     write_tx: mpsc::Sender<WriteItem>,
+    score_tx: mpsc::UnboundedSender<ScoreJob>,
+    /// Maintenance events applied since the last barrier, scored once what came before is written.
+    score_jobs: Vec<ScoreJob>,
     metrics: Metrics,
     health: Health,
     shutdown: Shutdown,
@@ -234,7 +257,7 @@ impl Loop {
                 _ = tokio::time::sleep(Duration::from_millis(20)), if draining => {}
             }
 
-            if draining && self.ledger.in_flight() == 0 {
+            if draining && self.ledger.in_flight() == 0 && !self.release_scores() {
                 self.barrier(revoking.take()).await;
                 draining = false;
                 if stopping {
@@ -283,6 +306,7 @@ impl Loop {
             }
             Ack::Delivered => self.ledger.acknowledged(1),
             Ack::Dropped(n) => self.ledger.acknowledged(n),
+            Ack::Scored => self.ledger.acknowledged(1),
             Ack::AlertDelivered { machine_id, due } => {
                 self.ledger.acknowledged(1);
                 self.metrics.alerts_sent.inc();
@@ -296,6 +320,24 @@ impl Loop {
                 }
             }
         }
+    }
+
+    /// At a barrier every forecast made before the pending events is in InfluxDB, so their lives
+    /// can be read back and scored. The jobs count as in flight: the commit past an event waits
+    /// for its score, so a crash before it replays the event and scores it then (scoring is
+    /// idempotent). Returns whether any job was released (the barrier then waits for them).
+    fn release_scores(&mut self) -> bool {
+        if self.score_jobs.is_empty() {
+            return false;
+        }
+        let mut released = 0;
+        for job in self.score_jobs.drain(..) {
+            if self.score_tx.send(job).is_ok() {
+                released += 1;
+            }
+        }
+        self.ledger.expect(released);
+        released > 0
     }
 
     /// Everything consumed is acknowledged: checkpoint, then commit (or answer a revoke).

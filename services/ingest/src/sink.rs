@@ -27,8 +27,17 @@ pub struct Origin {
 }
 
 pub enum WriteItem {
-    Forecast(Forecast),
-    Raw { point: DataPoint, origin: Origin },
+    /// A served forecast and, when a shadow runs, the shadow's forecast of the same window
+    /// (written to `shadow_forecast`, acknowledged with it, never alerted on).
+    Forecast {
+        served: Forecast,
+        /// Boxed: most items have none, and the channel's slots stay the size of one forecast.
+        shadow: Option<Box<Forecast>>,
+    },
+    Raw {
+        point: DataPoint,
+        origin: Origin,
+    },
 }
 
 pub struct Sink {
@@ -45,6 +54,7 @@ pub struct Sink {
 /// What a point is, for the DLQ and for counting forecasts.
 enum Meta {
     Forecast(Forecast),
+    Shadow,
     Raw(Origin),
 }
 
@@ -69,18 +79,31 @@ impl Sink {
             let mut metas = Vec::with_capacity(n);
             for item in items.drain(..) {
                 match item {
-                    WriteItem::Forecast(f) => match Point::forecast(&f).map(|p| p.data_point()) {
-                        Ok(p) => {
-                            points.push(p);
-                            metas.push(Meta::Forecast(f));
+                    WriteItem::Forecast { served, shadow } => {
+                        if let Some(s) = shadow {
+                            match Point::shadow_forecast(&s).map(|p| p.data_point()) {
+                                Ok(p) => {
+                                    points.push(p);
+                                    metas.push(Meta::Shadow);
+                                }
+                                Err(_) => {
+                                    self.metrics.shadow_failures.inc();
+                                }
+                            }
                         }
-                        Err(e) => {
-                            // Inference never hands over a non-finite forecast; if a point
-                            // still cannot be built, it is dead-lettered, not lost.
-                            let json = serde_json::to_vec(&f).unwrap_or_default();
-                            self.dead_letter(json, &e.to_string(), None).await;
+                        match Point::forecast(&served).map(|p| p.data_point()) {
+                            Ok(p) => {
+                                points.push(p);
+                                metas.push(Meta::Forecast(served));
+                            }
+                            Err(e) => {
+                                // Inference never hands over a non-finite forecast; if a point
+                                // still cannot be built, it is dead-lettered, not lost.
+                                let json = serde_json::to_vec(&served).unwrap_or_default();
+                                self.dead_letter(json, &e.to_string(), None).await;
+                            }
                         }
-                    },
+                    }
                     WriteItem::Raw { point, origin } => {
                         points.push(point);
                         metas.push(Meta::Raw(origin));
@@ -92,14 +115,20 @@ impl Sink {
             self.metrics
                 .write_seconds
                 .observe(started.elapsed().as_secs_f64());
+            let mut shadows = 0;
             let forecasts: Vec<Forecast> = metas
                 .into_iter()
                 .zip(written)
                 .filter_map(|(m, ok)| match (m, ok) {
                     (Meta::Forecast(f), true) => Some(f),
+                    (Meta::Shadow, true) => {
+                        shadows += 1;
+                        None
+                    }
                     _ => None,
                 })
                 .collect();
+            self.metrics.shadow_forecasts_written.inc_by(shadows);
             self.metrics
                 .forecasts_written
                 .inc_by(forecasts.len() as u64);
@@ -168,7 +197,7 @@ impl Sink {
             let _ = points[lo].write_data_point_to(&mut line);
             let origin = match &metas[lo] {
                 Meta::Raw(o) => Some(o.clone()),
-                Meta::Forecast(_) => None,
+                Meta::Forecast(_) | Meta::Shadow => None,
             };
             tracing::error!(error = %reason.1, point = %String::from_utf8_lossy(&line).trim_end(), "InfluxDB refused a point; sent to the DLQ");
             self.dead_letter(line, &reason.1, origin).await;

@@ -8,6 +8,7 @@ use maintcast_proto::{Alert, AlertState, Forecast};
 use rdkafka::message::{Message, OwnedMessage};
 
 use super::Loop;
+use crate::accuracy::ScoreJob;
 use crate::metrics::labels;
 use crate::offsets::Ack;
 use crate::publish::OutRecord;
@@ -161,7 +162,16 @@ impl Loop {
             }
         };
         self.check_key(msg, &ev.machine_id);
-        self.pipeline.on_event(&ev, msg.partition());
+        let step = self.pipeline.on_event(&ev, msg.partition());
+        if step.reset {
+            // Scored at the next barrier, when every forecast of the life it ended is written.
+            self.score_jobs.push(ScoreJob {
+                machine_id: ev.machine_id.clone(),
+                since_ms: step.previous_reset_ms,
+                event_ms: ev.ts_ms,
+                kind: ev.kind,
+            });
+        }
         // Every event is history, also a stale one: the trainer decides what it means.
         if self.config.write_raw {
             let point = Point::maintenance_event(&ev).map(|p| p.data_point());

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use maintcast_models::registry::{self as reg_models, Servable};
 use maintcast_models::{artifact, history};
-use maintcast_trainer::registry;
+use maintcast_trainer::{registry, shadow};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -59,6 +59,19 @@ enum Action {
         #[arg(long)]
         events: Option<PathBuf>,
     },
+    /// Run VERSION beside the serving one on the same windows, scored but never served
+    /// (`--clear`: stop shadowing).
+    Shadow(ShadowArgs),
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["version", "clear"])))]
+struct ShadowArgs {
+    /// e.g. v0004: loaded and checked against the serving version's features first.
+    version: Option<String>,
+    /// Stop shadowing (SHADOW is removed).
+    #[arg(long)]
+    clear: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -165,8 +178,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 card.feature_stats.len()
             );
         }
+        Action::Shadow(a) => shadow(reg, name, a)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn shadow(reg: &std::path::Path, name: &str, a: ShadowArgs) -> anyhow::Result<()> {
+    match a.version {
+        Some(version) if !a.clear => {
+            let was = shadow::set(reg, name, &version, "shadowed by hand")?;
+            println!(
+                "{name}: {version} now shadows the serving version (was {})",
+                was.as_deref().unwrap_or("nothing")
+            );
+        }
+        _ => match shadow::clear(reg, name, "cleared by hand")? {
+            Some(v) => println!("{name}: {v} no longer shadows"),
+            None => println!("{name}: nothing was shadowing"),
+        },
+    }
+    Ok(())
 }
 
 fn day(ms: i64) -> String {

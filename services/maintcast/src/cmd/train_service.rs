@@ -52,6 +52,15 @@ pub struct ServiceArgs {
     /// held-out MAE.
     #[arg(long, env = "MAINTCAST_REALIZED_GATE")]
     pub realized_gate: bool,
+    /// Live gate: a challenger that passes the offline gate shadows the serving model instead of
+    /// replacing it, and is promoted (or retired) on its realized accuracy in the stream
+    /// (docs/LIVE_EVALUATION.md). Needs InfluxDB and the ingest service's `forecast_accuracy`.
+    #[arg(long, env = "MAINTCAST_LIVE_GATE")]
+    pub live_gate: bool,
+    /// Live gate: maintenance events scored for both the shadow and the served forecasts before
+    /// the shadow is promoted (better by --margin) or retired.
+    #[arg(long, env = "MAINTCAST_LIVE_MIN_EVENTS", default_value_t = 5)]
+    pub live_min_events: usize,
     /// Realized accuracy: forewarning counts from when forecasts fell below this many days.
     #[arg(long, env = "MAINTCAST_WARN_DAYS", default_value_t = 10.0)]
     pub warn_days: f64,
@@ -81,6 +90,8 @@ impl ServiceArgs {
             tensorboard: self.tensorboard.clone(),
             http_addr: self.http_addr,
             realized_gate: self.realized_gate,
+            live_gate: self.live_gate,
+            live_min_events: self.live_min_events,
             warn_days: self.warn_days,
             shuffle_labels: self.shuffle_labels,
         }

@@ -20,8 +20,10 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes of --once (for schedulers):
   0   a challenger was trained and promoted (CURRENT changed)
-  10  a challenger was trained and published but not promoted (not better by the margin)
-  20  the round was skipped (too little new labelled data; the reason is logged)
+  10  a challenger was trained and published but not promoted (not better by the margin; with
+      --live-gate, also one that passed and now shadows the serving version)
+  20  the round was skipped (too little new labelled data, or, with --live-gate, a shadow still
+      waiting for live evidence; the reason is logged)
   1   the round failed (bad input, unreachable InfluxDB, ...)";
 
 /// How rounds run. `maintcast train` fills it from its flags (`--once`, `--every`, `--margin`,
@@ -53,6 +55,13 @@ pub struct ServiceSettings {
     /// forecasts scored against the maintenance that actually happened) beats the challenger's
     /// held-out MAE.
     pub realized_gate: bool,
+    /// Live gate: a challenger that passes the offline gate shadows the serving model instead of
+    /// replacing it, and is promoted (or retired) on its realized accuracy in the stream
+    /// (docs/LIVE_EVALUATION.md). Needs InfluxDB and the ingest service's `forecast_accuracy`.
+    pub live_gate: bool,
+    /// Live gate: maintenance events scored for both the shadow and the served forecasts before
+    /// the shadow is promoted (better by --margin) or retired.
+    pub live_min_events: usize,
     /// Realized accuracy: forewarning counts from when forecasts fell below this many days.
     pub warn_days: f64,
     /// Sanity check of the gate: train the challenger on rows shuffled against their labels. Such
@@ -74,6 +83,8 @@ impl Default for ServiceSettings {
             tensorboard: None,
             http_addr: None,
             realized_gate: false,
+            live_gate: false,
+            live_min_events: 5,
             warn_days: 10.0,
             shuffle_labels: false,
         }
@@ -154,6 +165,14 @@ pub fn validate(cfg: &ServiceConfig) -> Result<()> {
     if let Some(every) = a.every {
         anyhow::ensure!(!every.is_zero(), "--every must be positive");
     }
+    anyhow::ensure!(
+        !a.live_gate || cfg.influx.is_some(),
+        "--live-gate reads forecast_accuracy from InfluxDB: set MAINTCAST_INFLUX_URL and a token"
+    );
+    anyhow::ensure!(
+        a.live_min_events > 0,
+        "--live-min-events must be at least 1"
+    );
     if matches!(cfg.source, HistorySource::Influx) {
         anyhow::ensure!(
             cfg.influx.is_some(),

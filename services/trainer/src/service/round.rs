@@ -26,10 +26,59 @@ use crate::training_run::TrainingRunSink;
 
 pub(crate) async fn round(cfg: Arc<ServiceConfig>) -> Result<RoundReport> {
     let run_id = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+    if cfg.args.live_gate
+        && let Some(report) = live_round(&cfg, &run_id).await?
+    {
+        return Ok(report);
+    }
     let history = read_history(&cfg).await?;
     let realized = realized_accuracy(&cfg, &history).await;
     let c = cfg.clone();
     tokio::task::spawn_blocking(move || steps(&c, history, run_id, realized)).await?
+}
+
+/// The live gate's part of a round: while a challenger shadows, the round is about it (promote,
+/// retire or keep waiting), and no new challenger is trained, which would replace it before its
+/// evidence is in. `None` when nothing shadows, or the shadow was just retired (train a new one).
+async fn live_round(cfg: &ServiceConfig, run_id: &str) -> Result<Option<RoundReport>> {
+    let influx = cfg.influx.as_ref().expect("validated");
+    let (reg, name) = (&cfg.registry, cfg.name.as_str());
+    let champion = maintcast_models::registry::current_version(reg, name)?;
+    let Some(d) = crate::live_gate::review(
+        &influx.client()?,
+        &influx.bucket,
+        reg,
+        name,
+        cfg.args.live_min_events,
+        cfg.args.margin,
+        run_id,
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    tracing::info!(verdict = ?d.verdict, "live gate: {}", d.reason);
+    let outcome = match d.verdict {
+        crate::live_gate::Verdict::Promote => Outcome::Promoted,
+        crate::live_gate::Verdict::Retire => return Ok(None),
+        crate::live_gate::Verdict::Keep => Outcome::Skipped,
+    };
+    Ok(Some(RoundReport {
+        run_id: run_id.to_string(),
+        outcome,
+        reason: d.reason,
+        champion,
+        challenger: Some(d.evidence.shadow.clone()),
+        challenger_mae: d.evidence.shadow_mae(),
+        champion_mae: d.evidence.champion_mae(),
+        eval_windows: 0,
+        machines: d.evidence.machines,
+        rows: 0,
+        labelled_rows: 0,
+        new_labelled_rows: 0,
+        train_s: 0.0,
+        realized: None,
+    }))
 }
 
 async fn read_history(cfg: &Arc<ServiceConfig>) -> Result<History> {
@@ -183,8 +232,12 @@ fn steps(
         "champion_version": champion, "windows": scores.eval_windows,
         "machines": card.data["eval_machines"],
     });
-    card.metrics["gate"] =
-        serde_json::json!({ "promoted": promote, "reason": reason, "margin": cfg.args.margin });
+    // With the live gate, passing offline earns a shadow, not a promotion (decided in `publish`).
+    let shadows = promote && cfg.args.live_gate && champion.is_some();
+    card.metrics["gate"] = serde_json::json!({
+        "promoted": promote && !shadows, "shadow": shadows, "reason": reason,
+        "margin": cfg.args.margin,
+    });
     if let Some(r) = &realized {
         card.metrics["realized_at_training"] = serde_json::to_value(r)?;
     }
@@ -364,6 +417,24 @@ fn publish(
     let version = maintcast_models::registry::publish(reg, name, staged)?;
     if !promote {
         return Ok((version, false, reason));
+    }
+    // With the live gate, a challenger that passed offline shadows first; the first version has
+    // nothing to be compared with and serves at once.
+    if cfg.args.live_gate && maintcast_models::registry::current_version(reg, name)?.is_some() {
+        let why =
+            format!("trainer round {run_id}: offline evidence: {reason}; awaiting live evidence");
+        match crate::shadow::set(reg, name, &version, &why) {
+            Ok(_) => {
+                let reason = format!(
+                    "shadowing: passed the offline gate ({reason}); promotion waits for {} live events",
+                    cfg.args.live_min_events
+                );
+                return Ok((version, false, reason));
+            }
+            Err(e) => {
+                tracing::warn!("{version} cannot shadow ({e:#}); the offline gate decides alone")
+            }
+        }
     }
     let why = format!("trainer round {run_id}: {reason}");
     match maintcast_models::registry::promote(reg, name, &version, &why) {

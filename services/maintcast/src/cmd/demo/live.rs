@@ -21,6 +21,7 @@ use maintcast_ingest::pipeline::{ForecastRequest, Pipeline};
 use maintcast_ingest::quality::{QualityConfig, flag};
 use maintcast_ingest::serving::ServingModel;
 use maintcast_ingest::window::WindowStore;
+use maintcast_models::accuracy::{EventScore, PastForecast, Role, Tally};
 use maintcast_models::{artifact, prep};
 use maintcast_proto::Forecast;
 use maintcast_simulator::{Fleet, MachineInfo, Truth, output};
@@ -57,6 +58,10 @@ struct Stats {
     flagged_stuck: usize,
     stuck_and_flagged: usize,
     low_confidence: usize,
+    /// Realized accuracy: forecasts scored when their machine's maintenance came, as the ingest
+    /// service scores them into `forecast_accuracy`.
+    realized: Tally,
+    events_scored: usize,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -97,6 +102,10 @@ pub(super) fn stream(
     let mut sink = BufWriter::new(file);
     let mut latest: HashMap<u32, Latest> = HashMap::new();
     let mut stats = Stats::default();
+    // Each machine's forecasts since its last maintenance, scored when the next one comes.
+    let mut life: HashMap<u32, Vec<PastForecast>> = HashMap::new();
+    let cap = f64::from(card.target.cap);
+    let mut last_event_line = String::new();
     let live_steps = (args.live_days * 86_400_000.0 / interval_ms as f64).round() as usize;
     let tty = std::io::stdout().is_terminal();
     let stream_started = Instant::now();
@@ -107,6 +116,7 @@ pub(super) fn stream(
     let infer = |batch: Vec<Pending>,
                  stats: &mut Stats,
                  latest: &mut HashMap<u32, Latest>,
+                 life: &mut HashMap<u32, Vec<PastForecast>>,
                  sink: &mut BufWriter<std::fs::File>|
      -> anyhow::Result<()> {
         if batch.is_empty() {
@@ -121,13 +131,14 @@ pub(super) fn stream(
             let base = baseline.predict(&p.x);
             let truth = p.truth.days_to_maintenance;
             let q = p.req.evidence.assess(&p.req.raw, &feature_stats, &quality);
-            let f =
-                forecast::forecast(model, p.req, pred, (&q, &features), &quality).map_err(|r| {
+            let f = forecast::forecast(model, &p.req, pred, (&q, &features), &quality).map_err(
+                |r| {
                     anyhow::anyhow!(
                         "the model returned a non-finite forecast for {}",
                         r.machine_id
                     )
-                })?;
+                },
+            )?;
             stats.n += 1;
             stats.abs_err += (f.days_to_maintenance - f64::from(truth)).abs();
             stats.abs_err_baseline += f64::from((base - truth).abs());
@@ -140,6 +151,15 @@ pub(super) fn stream(
             stats.stuck_and_flagged += usize::from(stuck && flagged);
             stats.low_confidence += usize::from(f.low_confidence);
             sink.write_all(line_protocol(&f)?.as_bytes())?;
+            life.entry(p.machine).or_default().push(PastForecast {
+                ts_ms: f.ts_ms,
+                model: f.model.clone(),
+                version: f.model_version.clone(),
+                role: Role::Champion,
+                days: f.days_to_maintenance,
+                p10: f.days_p10,
+                p90: f.days_p90,
+            });
             latest.insert(
                 p.machine,
                 Latest {
@@ -161,10 +181,34 @@ pub(super) fn stream(
         let tick = fleet.step();
         step += 1;
         for e in &tick.events {
-            pipeline.on_event(
-                &output::maintenance_event(&machines[e.machine as usize], e),
-                0,
+            let ev = output::maintenance_event(&machines[e.machine as usize], e);
+            let step = pipeline.on_event(&ev, 0);
+            let forecasts = life.remove(&e.machine).unwrap_or_default();
+            if !step.reset || forecasts.is_empty() {
+                continue;
+            }
+            let mut score = EventScore::new(step.previous_reset_ms, ev.ts_ms);
+            for f in &forecasts {
+                score.add(f, cap);
+            }
+            let t = score.total(&card.name, &card.version, Role::Champion);
+            stats.realized.merge(&t);
+            stats.events_scored += 1;
+            last_event_line = format!(
+                "{} {} ({}): realized MAE {:.2} d over {} forecasts, p10-p90 held {:.0}%; \
+                 all events so far: MAE {:.2} d, {:.0}%",
+                output::rfc3339(ev.ts_ms),
+                ev.machine_id,
+                ev.kind.as_str(),
+                t.mae().unwrap_or(0.0),
+                t.n,
+                100.0 * t.coverage().unwrap_or(0.0),
+                stats.realized.mae().unwrap_or(0.0),
+                100.0 * stats.realized.coverage().unwrap_or(0.0),
             );
+            if !tty {
+                eprintln!("  maintenance {last_event_line}");
+            }
         }
         for r in &tick.readings {
             rows += 1;
@@ -181,15 +225,26 @@ pub(super) fn stream(
                 req,
             };
             if let Some(batch) = batcher.push(p, Instant::now()) {
-                infer(batch, &mut stats, &mut latest, &mut sink)?;
+                infer(batch, &mut stats, &mut latest, &mut life, &mut sink)?;
             }
         }
         // The in-process source has nothing more until the next tick, so lingering would only delay.
-        infer(batcher.take(), &mut stats, &mut latest, &mut sink)?;
+        infer(
+            batcher.take(),
+            &mut stats,
+            &mut latest,
+            &mut life,
+            &mut sink,
+        )?;
         if tty && step.is_multiple_of(4) {
             print!(
-                "\x1b[2J\x1b[H{}",
-                table(machines, &latest, &stats, tick.ts_ms, args.top)
+                "\x1b[2J\x1b[H{}\nlast maintenance: {}\n",
+                table(machines, &latest, &stats, tick.ts_ms, args.top),
+                if last_event_line.is_empty() {
+                    "none yet"
+                } else {
+                    &last_event_line
+                }
             );
             std::io::stdout().flush()?;
         } else if !tty && step.is_multiple_of(24) {
@@ -229,6 +284,14 @@ pub(super) fn stream(
         "  MAE vs truth:           {:.2} days  (p10-p90 covers {:.0}% of true values)",
         mae(&stats),
         100.0 * stats.covered as f64 / stats.n as f64
+    );
+    println!(
+        "  realized at maintenance: {} events, MAE {:.2} days over {} forecasts, p10-p90 held {:.0}% \
+         (each forecast against the day its machine's maintenance really came)",
+        stats.events_scored,
+        stats.realized.mae().unwrap_or(f64::NAN),
+        stats.realized.n,
+        100.0 * stats.realized.coverage().unwrap_or(f64::NAN)
     );
     println!(
         "  linear baseline MAE:    {:.2} days  (ridge regression on the same scaled windows)",
