@@ -6,12 +6,13 @@
 //! the truth (precision, recall), and `/metrics` counts the same flags per sensor.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use maintcast_e2e::bucket::{create_bucket, delete_bucket};
-use maintcast_e2e::ingest::{create_topics, service_config, start_service, stop_service};
+use maintcast_e2e::ingest::{
+    create_topics, metrics_text, service_config, start_service, stop_service,
+};
 use maintcast_e2e::stream::{produce, producer};
 use maintcast_e2e::topic::read_topic;
 use maintcast_e2e::{influx, kafka_brokers, unique};
@@ -120,15 +121,6 @@ fn offline(model: &ServingModel, rows: &[Sent]) -> HashMap<(String, i64), (f64, 
     out
 }
 
-async fn metrics(addr: SocketAddr) -> String {
-    reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn quality_flags_reach_influxdb_as_the_data_path_computes_them() {
     let reg = tempfile::tempdir().unwrap();
@@ -181,7 +173,7 @@ async fn quality_flags_reach_influxdb_as_the_data_path_computes_them() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let text = metrics(addr).await;
+    let text = metrics_text(addr).await;
     stop_service(shutdown, service).await;
     delete_bucket(&env, &bucket).await;
     assert_eq!(got.len(), want.len(), "forecasts in InfluxDB");

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use maintcast_common::points;
 use maintcast_e2e::ingest::{
-    create_topics, free_port, service_config, start_service, stop_service,
+    create_topics, free_port, metrics_text, service_config, start_service, stop_service,
 };
 use maintcast_e2e::stream::{
     Fleet, RandomModel, assert_forecasts, fleet_messages, make_model, new_fleet, offline_forecasts,
@@ -385,15 +385,6 @@ async fn champion_and_shadow_are_scored_at_maintenance_and_the_better_shadow_is_
     for (shutdown, service) in services {
         stop_service(shutdown, service).await;
     }
-}
-
-async fn metrics_text(addr: SocketAddr) -> String {
-    reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 fn refused(text: &str) -> f64 {

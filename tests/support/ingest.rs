@@ -89,3 +89,13 @@ pub fn free_port() -> u16 {
         .expect("binding a loopback port")
         .port()
 }
+
+/// The text of a service's `/metrics` at `addr`.
+pub async fn metrics_text(addr: SocketAddr) -> String {
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}

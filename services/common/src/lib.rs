@@ -2,6 +2,7 @@
 //! clients, the metrics/health HTTP endpoint and shutdown.
 
 pub mod config;
+pub mod flux;
 pub mod http;
 pub mod influx;
 pub mod kafka;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use influxdb2::models::{DataPoint, Query};
-use influxdb2_structmap::value::Value;
+use maintcast_common::flux::{escape, number, string, time as flux_time, time_ms};
 use maintcast_common::influx::{InfluxConfig, WriteError, Writer};
 use maintcast_common::shutdown::Shutdown;
 use maintcast_models::accuracy::{EventScore, PastForecast, Role, Tally};
@@ -321,37 +321,5 @@ pub async fn run(
                 }
             }
         }
-    }
-}
-
-fn flux_time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
-fn string(v: Option<&Value>) -> Option<String> {
-    match v {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-        _ => None,
-    }
-}
-
-fn number(v: Option<&Value>) -> Option<f64> {
-    match v {
-        Some(Value::Double(d)) => Some(d.into_inner()),
-        Some(Value::Long(l)) => Some(*l as f64),
-        _ => None,
-    }
-}
-
-fn time_ms(v: Option<&Value>) -> Option<i64> {
-    match v {
-        Some(Value::TimeRFC(t)) => Some(t.timestamp_millis()),
-        _ => None,
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use influxdb2::models::{DataPoint, Query};
-use influxdb2_structmap::value::Value;
+use maintcast_common::flux::{escape, number, string, time_ms};
 
 use crate::interval::{EventKind, MachineEvents};
 use crate::schedule::{MachineForecast, Plan, Status};
@@ -150,34 +150,6 @@ async fn run(
     .await
     .with_context(|| format!("InfluxDB query timed out after {timeout:?}"))?
     .map_err(|e| anyhow::anyhow!("InfluxDB query failed: {e}"))
-}
-
-/// Quotes a value for a Flux string literal.
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
-fn string(v: Option<&Value>) -> Option<String> {
-    match v {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-        _ => None,
-    }
-}
-
-fn number(v: Option<&Value>) -> Option<f64> {
-    match v {
-        Some(Value::Double(d)) => Some(d.into_inner()),
-        Some(Value::Long(l)) => Some(*l as f64),
-        Some(Value::UnsignedLong(u)) => Some(*u as f64),
-        _ => None,
-    }
-}
-
-fn time_ms(v: Option<&Value>) -> Option<i64> {
-    match v {
-        Some(Value::TimeRFC(t)) => Some(t.timestamp_millis()),
-        _ => None,
-    }
 }
 
 /// What `maintcast plan` reads and how it plans.

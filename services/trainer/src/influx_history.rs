@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use influxdb2::models::Query;
-use influxdb2_structmap::value::Value;
+use maintcast_common::flux::{escape, number, string, time as flux_time, time_ms};
 use maintcast_models::{History, MachineHistory};
 
 /// What to read and how.
@@ -270,40 +270,6 @@ fn type_filter(q: &HistoryQuery) -> String {
         .as_deref()
         .map(|t| format!(r#" and r.machine_type == "{}""#, escape(t)))
         .unwrap_or_default()
-}
-
-pub(crate) fn flux_time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// Quotes a value for a Flux string literal.
-pub(crate) fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
-pub(crate) fn string(v: Option<&Value>) -> Option<String> {
-    match v {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-        _ => None,
-    }
-}
-
-pub(crate) fn number(v: Option<&Value>) -> Option<f64> {
-    match v {
-        Some(Value::Double(d)) => Some(d.into_inner()),
-        Some(Value::Long(l)) => Some(*l as f64),
-        Some(Value::UnsignedLong(u)) => Some(*u as f64),
-        _ => None,
-    }
-}
-
-pub(crate) fn time_ms(v: Option<&Value>) -> Option<i64> {
-    match v {
-        Some(Value::TimeRFC(t)) => Some(t.timestamp_millis()),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use maintcast_models::accuracy::{Role, Tally};
 use maintcast_models::registry as reg;
 use serde::Serialize;
 
-use crate::influx_history::{escape, flux_time, number, string, time_ms};
+use maintcast_common::flux::{escape, number, string, time as flux_time, time_ms};
 
 /// One `forecast_accuracy` point (one band of one version on one event), as read back.
 #[derive(Clone, Debug, PartialEq)]

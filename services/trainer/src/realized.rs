@@ -16,7 +16,7 @@ use maintcast_common::points;
 use maintcast_models::history::DAY_MS;
 use serde::Serialize;
 
-use crate::influx_history::{escape, flux_time, number, string, time_ms};
+use maintcast_common::flux::{escape, number, string, time as flux_time, time_ms};
 
 /// Horizon buckets (days until the event) for the error breakdown: `[lo, hi)`.
 pub const BUCKETS: [(f64, f64); 4] = [(0.0, 7.0), (7.0, 30.0), (30.0, 90.0), (90.0, f64::INFINITY)];

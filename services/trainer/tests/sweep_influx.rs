@@ -42,10 +42,7 @@ fn epochs_are_written_to_training_run() {
         .unwrap();
     let mut values: Vec<f64> = records
         .iter()
-        .filter_map(|r| match r.values.get("_value") {
-            Some(influxdb2_structmap::value::Value::Double(v)) => Some(f64::from(*v)),
-            _ => None,
-        })
+        .filter_map(|r| maintcast_common::flux::number(r.values.get("_value")))
         .collect();
     values.sort_by(f64::total_cmp);
     assert_eq!(values, vec![2.0, 3.0, 4.0], "{records:?}");
