@@ -17,10 +17,9 @@ use crate::model::{Model, Prediction};
 use crate::offsets::Ack;
 use crate::pipeline::ForecastRequest;
 use crate::quality::{Quality, QualityConfig};
-use crate::serving::ServingModel;
-use crate::shadow::{Shadow, ShadowWatch};
+use crate::serving::{Fitted, load_for_windows};
+use crate::shadow::ShadowWatch;
 use crate::sink::WriteItem;
-use crate::window::Columns;
 
 pub struct Inference {
     pub model: Arc<dyn Model>,
@@ -51,7 +50,7 @@ impl Inference {
         let mut stats = window_stats(&window_features, &*model);
         let mut batcher = Batcher::new(config.batch_size, config.linger);
         let mut shadows = ShadowWatch::new(&config, device.clone(), &*model);
-        let mut reloader = Reloader::new(&config, device);
+        let mut reloader = Reloader::new(&config, device, &*model);
         loop {
             let batch = match batcher.deadline() {
                 None => match rx.recv().await {
@@ -73,12 +72,8 @@ impl Inference {
                 break;
             }
             // Between batches: the only place the model may change, so a batch is all one version.
-            if let Some(m) = reloader.check(&model, &metrics).await {
-                columns = match Columns::between(&window_features, m.features()) {
-                    Columns::Reordered(map) => Some(map.into()),
-                    Columns::Same | Columns::Incompatible => None,
-                };
-                model = m;
+            if let Some(f) = reloader.check(&*model, &metrics).await {
+                (model, columns) = (f.model, f.columns);
                 stats = window_stats(&window_features, &*model);
             }
             let shadow = shadows.check(&metrics).await;
@@ -155,7 +150,7 @@ fn count_flags(metrics: &Metrics, q: &Quality, features: &[String], cfg: &Qualit
 /// Runs the shadow on the batch the serving model just ran on. Its failure is counted and logged,
 /// and the batch is served without shadow forecasts.
 async fn predict_shadow(
-    s: &Shadow,
+    s: &Fitted,
     batch: Vec<ForecastRequest>,
     metrics: &Metrics,
 ) -> anyhow::Result<(Vec<ForecastRequest>, Option<Vec<Prediction>>)> {
@@ -211,13 +206,15 @@ async fn predict(
 struct Reloader {
     config: Config,
     device: candle_core::Device,
+    window_features: Vec<String>,
+    window: usize,
     last_check: Instant,
     serving_dir: Option<PathBuf>,
     refused: Option<PathBuf>,
 }
 
 impl Reloader {
-    fn new(config: &Config, device: candle_core::Device) -> Self {
+    fn new(config: &Config, device: candle_core::Device, windows: &dyn Model) -> Self {
         Reloader {
             serving_dir: maintcast_models::registry::current_version_dir(
                 &config.registry,
@@ -226,19 +223,16 @@ impl Reloader {
             .ok(),
             config: config.clone(),
             device,
+            window_features: windows.features().to_vec(),
+            window: windows.window(),
             last_check: Instant::now(),
             refused: None,
         }
     }
 
-    /// Loads CURRENT if it moved. A model that fails to load, or whose features (in any order)
-    /// or window differ from the serving one (the windows are shaped for it), is refused once
-    /// and the old one stays.
-    async fn check(
-        &mut self,
-        current: &Arc<dyn Model>,
-        metrics: &Metrics,
-    ) -> Option<Arc<dyn Model>> {
+    /// Loads CURRENT if it moved. A model that fails to load, or cannot run on the windows
+    /// (`load_for_windows`), is refused once and the old one stays.
+    async fn check(&mut self, current: &dyn Model, metrics: &Metrics) -> Option<Fitted> {
         if self.last_check.elapsed() < self.config.reload_interval {
             return None;
         }
@@ -251,35 +245,22 @@ impl Reloader {
         if Some(&dir) == self.serving_dir.as_ref() || Some(&dir) == self.refused.as_ref() {
             return None;
         }
-        let (d, dev) = (dir.clone(), self.device.clone());
-        let loaded = tokio::task::spawn_blocking(move || ServingModel::load(&d, &dev))
-            .await
-            .ok()?;
-        let result = loaded.and_then(|m| {
-            anyhow::ensure!(
-                Columns::between(current.features(), m.features()) != Columns::Incompatible
-                    && m.window() == current.window(),
-                "its features {:?} or window {} differ from the serving model's ({:?}, {}); \
-                 restart ingest to adopt it",
-                m.features(),
-                m.window(),
-                current.features(),
-                current.window()
-            );
-            Ok(m)
-        });
-        match result {
-            Ok(m) => {
-                tracing::info!(from = current.version(), to = m.version(), "model reloaded");
+        match load_for_windows(&dir, &self.device, &self.window_features, self.window).await {
+            Ok(f) => {
+                tracing::info!(
+                    from = current.version(),
+                    to = f.model.version(),
+                    "model reloaded"
+                );
                 metrics
                     .model_reloads
                     .get_or_create(&labels(&[("result", "ok")]))
                     .inc();
                 self.serving_dir = Some(dir);
-                Some(Arc::new(m))
+                Some(f)
             }
             Err(e) => {
-                tracing::error!(dir = %dir.display(), error = format!("{e:#}"), "refusing new model; the old one keeps serving");
+                tracing::error!(dir = %dir.display(), error = format!("{e:#}"), "refusing new model; the old one keeps serving (one over other features or another window needs an ingest restart)");
                 metrics
                     .model_reloads
                     .get_or_create(&labels(&[("result", "refused")]))

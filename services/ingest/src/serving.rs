@@ -1,12 +1,14 @@
 //! The real model: `maintcast_models::Forecaster` loaded from the registry's CURRENT.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use candle_core::Device;
 use maintcast_models::{Forecaster, registry};
 
 use crate::model::{Model, Prediction};
+use crate::window::Columns;
 
 pub struct ServingModel {
     forecaster: Forecaster,
@@ -83,6 +85,45 @@ impl Model for ServingModel {
             })
             .collect())
     }
+}
+
+/// A model loaded to run on the service's windows, with where its features sit in a window row.
+#[derive(Clone)]
+pub struct Fitted {
+    pub model: Arc<dyn Model>,
+    /// `None` while the model lists the features in the windows' order.
+    pub columns: Option<Arc<[usize]>>,
+}
+
+/// Loads the version in `dir` off the async runtime, for windows of `features` over `window`
+/// rows: the check every model swapped in while the service runs goes through (a new CURRENT, a
+/// shadow). Windows are shaped once, at start, so other features (in any order) or another
+/// window cannot run on them.
+pub async fn load_for_windows(
+    dir: &Path,
+    device: &Device,
+    features: &[String],
+    window: usize,
+) -> anyhow::Result<Fitted> {
+    let (d, dev) = (dir.to_path_buf(), device.clone());
+    let m = tokio::task::spawn_blocking(move || ServingModel::load(&d, &dev)).await??;
+    let columns = match Columns::between(features, m.features()) {
+        Columns::Same => None,
+        Columns::Reordered(map) => Some(map.into()),
+        Columns::Incompatible => anyhow::bail!(
+            "its features {:?} differ from the windows' {features:?}",
+            m.features()
+        ),
+    };
+    anyhow::ensure!(
+        m.window() == window,
+        "its window {} differs from the windows' {window}",
+        m.window()
+    );
+    Ok(Fitted {
+        model: Arc::new(m),
+        columns,
+    })
 }
 
 /// The one device parser (`maintcast_models::device`), re-exported where ingest always found it.

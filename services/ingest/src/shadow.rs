@@ -6,22 +6,12 @@
 //! windows, a forecast fails) is logged and counted, and the served forecasts go on unchanged.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::Config;
 use crate::metrics::{Metrics, labels};
 use crate::model::Model;
-use crate::serving::ServingModel;
-use crate::window::Columns;
-
-/// The loaded shadow, with where its features sit in a window row.
-#[derive(Clone)]
-pub struct Shadow {
-    pub model: Arc<dyn Model>,
-    /// `None` while the shadow lists the features in the windows' order.
-    pub columns: Option<Arc<[usize]>>,
-}
+use crate::serving::{Fitted, load_for_windows};
 
 /// Watches the registry's SHADOW pointer, checked between batches like CURRENT.
 pub struct ShadowWatch {
@@ -34,7 +24,7 @@ pub struct ShadowWatch {
     seen: Option<PathBuf>,
     /// SHADOW could not be read at the last look (refused once, not again every look).
     unreadable: bool,
-    current: Option<Shadow>,
+    current: Option<Fitted>,
 }
 
 impl ShadowWatch {
@@ -53,7 +43,7 @@ impl ShadowWatch {
 
     /// The shadow to run on the next batch, after looking at SHADOW when `reload_interval` has
     /// passed (at once on the first call).
-    pub async fn check(&mut self, metrics: &Metrics) -> Option<Shadow> {
+    pub async fn check(&mut self, metrics: &Metrics) -> Option<Fitted> {
         if self
             .last_check
             .is_none_or(|t| t.elapsed() >= self.config.reload_interval)
@@ -91,32 +81,7 @@ impl ShadowWatch {
             self.seen = None;
             return;
         };
-        let (d, dev) = (dir.clone(), self.device.clone());
-        let loaded = tokio::task::spawn_blocking(move || ServingModel::load(&d, &dev))
-            .await
-            .map_err(anyhow::Error::from)
-            .and_then(|r| r);
-        let fitted = loaded.and_then(|m| {
-            let columns = match Columns::between(&self.window_features, m.features()) {
-                Columns::Same => None,
-                Columns::Reordered(map) => Some(map.into()),
-                Columns::Incompatible => anyhow::bail!(
-                    "its features {:?} differ from the windows' {:?}",
-                    m.features(),
-                    self.window_features
-                ),
-            };
-            anyhow::ensure!(
-                m.window() == self.window,
-                "its window {} differs from the windows' {}",
-                m.window(),
-                self.window
-            );
-            Ok(Shadow {
-                model: Arc::new(m),
-                columns,
-            })
-        });
+        let fitted = load_for_windows(&dir, &self.device, &self.window_features, self.window).await;
         match fitted {
             Ok(s) => {
                 tracing::info!(
