@@ -13,7 +13,7 @@ use maintcast_e2e::bucket::{create_bucket, delete_bucket};
 use maintcast_e2e::ingest::{
     create_topics, metrics_text, service_config, start_service, stop_service,
 };
-use maintcast_e2e::stream::{produce, producer};
+use maintcast_e2e::stream::{produce, producer, read_forecasts};
 use maintcast_e2e::topic::read_topic;
 use maintcast_e2e::{influx, kafka_brokers, unique};
 use maintcast_ingest::forecast::window_stats;
@@ -167,7 +167,7 @@ async fn quality_flags_reach_influxdb_as_the_data_path_computes_them() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     let mut got = Vec::new();
     while tokio::time::Instant::now() < deadline {
-        got = env.query(&flux).await;
+        got = read_forecasts(&env, &flux).await;
         if got.len() >= want.len() || service.is_finished() {
             break;
         }
@@ -193,8 +193,7 @@ async fn quality_flags_reach_influxdb_as_the_data_path_computes_them() {
         by_machine.resize_with(by_machine.len().max(s.machine + 1), Vec::new);
         by_machine[s.machine].push(s);
     }
-    for row in &got {
-        let f = maintcast_common::points::forecast_from_row(row).unwrap();
+    for f in &got {
         let key = (f.machine_id.clone(), f.ts_ms);
         let (score, flags, low) = want
             .get(&key)

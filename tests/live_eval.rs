@@ -15,7 +15,7 @@ use maintcast_e2e::ingest::{
 };
 use maintcast_e2e::stream::{
     Fleet, RandomModel, assert_forecasts, fleet_messages, make_model, new_fleet, offline_forecasts,
-    produce, produce_to, producer, publish_model, publish_random_model,
+    produce, produce_to, producer, publish_model, publish_random_model, stored_forecasts,
 };
 use maintcast_e2e::topic::read_topic;
 use maintcast_e2e::{InfluxEnv, influx, kafka_brokers, unique};
@@ -24,21 +24,11 @@ use maintcast_models::registry as reg;
 use maintcast_proto::{Forecast, MaintenanceEvent, MaintenanceKind};
 use maintcast_trainer::live_gate::{self, Verdict};
 
-/// Every forecast of `model` in `measurement`, read back through the schema that wrote it.
-async fn stored(env: &InfluxEnv, measurement: &str, model: &str) -> Vec<Forecast> {
-    let flux = points::forecasts_flux_in(&env.bucket, measurement, model, "start: -10d, stop: 1d");
-    env.query(&flux)
-        .await
-        .iter()
-        .map(|row| points::forecast_from_row(row).unwrap_or_else(|e| panic!("{e}")))
-        .collect()
-}
-
 /// Waits until `model` has at least `n` forecasts in `measurement`.
 async fn wait_stored(env: &InfluxEnv, measurement: &str, model: &str, n: usize) -> Vec<Forecast> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
-        let got = stored(env, measurement, model).await;
+        let got = stored_forecasts(env, measurement, model).await;
         if got.len() >= n || tokio::time::Instant::now() > deadline {
             return got;
         }
@@ -276,7 +266,7 @@ async fn champion_and_shadow_are_scored_at_maintenance_and_the_better_shadow_is_
         let shadow_version = reg::shadow_version(lane.registry.path(), name)
             .unwrap()
             .unwrap();
-        let served = stored(&env, points::forecast::MEASUREMENT, name).await;
+        let served = stored_forecasts(&env, points::forecast::MEASUREMENT, name).await;
         let shadow = wait_stored(
             &env,
             points::forecast::SHADOW_MEASUREMENT,
@@ -470,7 +460,7 @@ async fn a_broken_shadow_never_touches_the_served_forecasts() {
     let expected = offline_forecasts(dir.path(), &name, &fleet);
     assert_forecasts(&name, &expected, &[&service]).await;
     assert!(
-        stored(&env, points::forecast::SHADOW_MEASUREMENT, &name)
+        stored_forecasts(&env, points::forecast::SHADOW_MEASUREMENT, &name)
             .await
             .is_empty(),
         "no shadow forecast from a refused shadow"

@@ -230,12 +230,33 @@ pub async fn forecasts_in_influx(model: &str) -> Vec<Forecast> {
 
 /// As [`forecasts_in_influx`], from the InfluxDB `env` (a private instance, say).
 pub async fn forecasts_in(env: &InfluxEnv, model: &str) -> Vec<Forecast> {
-    let flux = points::forecasts_flux(&env.bucket, model, "start: -10d, stop: 1d");
-    env.query(&flux)
-        .await
-        .iter()
-        .map(|row| points::forecast_from_row(row).unwrap_or_else(|e| panic!("{e}")))
-        .collect()
+    stored_forecasts(env, points::forecast::MEASUREMENT, model).await
+}
+
+/// Every forecast of `model` in `measurement` (`shadow_forecast`, say) of `env`.
+///
+/// InfluxDB makes a point's fields visible one by one, so a query beside a write in progress can
+/// read a forecast with some fields missing. A row that does not parse is read again until the
+/// write has landed; one still incomplete after 10 s is a broken point, and fails the test.
+pub async fn stored_forecasts(env: &InfluxEnv, measurement: &str, model: &str) -> Vec<Forecast> {
+    let flux = points::forecasts_flux_in(&env.bucket, measurement, model, "start: -10d, stop: 1d");
+    read_forecasts(env, &flux).await
+}
+
+/// The forecasts a Flux query of pivoted forecast rows returns, read as [`stored_forecasts`] says.
+pub async fn read_forecasts(env: &InfluxEnv, flux: &str) -> Vec<Forecast> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = env.query(flux).await;
+        match rows.iter().map(points::forecast_from_row).collect() {
+            Ok(forecasts) => return forecasts,
+            Err(e) if tokio::time::Instant::now() >= deadline => panic!("{e}"),
+            Err(e) => {
+                eprintln!("incomplete forecast row ({e}); reading again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
 }
 
 /// Waits until InfluxDB holds as many forecasts of `model` as expected (failing at once if one
