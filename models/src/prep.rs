@@ -28,10 +28,14 @@ use std::collections::HashMap;
 use crate::scaler::{Scaler, ScalerKind};
 
 /// Where a model's features sit in rows that name their sensors.
+///
+/// Producers almost always send a model's sensors in one fixed order, so each name is first
+/// compared with the feature at its own position and looked up in the map only when that
+/// misses: a row in feature order costs a string compare per sensor, not a hash.
 #[derive(Clone, Debug)]
 pub struct FeatureIndex {
+    names: Vec<String>,
     index: HashMap<String, usize>,
-    n: usize,
 }
 
 impl FeatureIndex {
@@ -42,17 +46,26 @@ impl FeatureIndex {
             .map(|(i, f)| (f.clone(), i))
             .collect();
         FeatureIndex {
+            names: features.to_vec(),
             index,
-            n: features.len(),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.n
+        self.names.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.n == 0
+        self.names.is_empty()
+    }
+
+    /// The feature index of the sensor at `pos` in a row, `None` for a sensor the model does
+    /// not use.
+    fn locate(&self, pos: usize, sensor: &str) -> Option<usize> {
+        match self.names.get(pos) {
+            Some(n) if n == sensor => Some(pos),
+            _ => self.index.get(sensor).copied(),
+        }
     }
 
     pub fn position(&self, sensor: &str) -> Option<usize> {
@@ -61,14 +74,33 @@ impl FeatureIndex {
 
     /// Reads named sensor values into `out` (feature order): unknown sensors are ignored, missing
     /// features are NaN. An f64 too large for f32 becomes infinite and is then filled like any
-    /// non-finite value.
-    pub fn read<'a>(&self, sensors: impl IntoIterator<Item = (&'a str, f64)>, out: &mut [f32]) {
+    /// non-finite value. Returns how many sensors the model does not use.
+    pub fn read<'a>(
+        &self,
+        sensors: impl IntoIterator<Item = (&'a str, f64)>,
+        out: &mut [f32],
+    ) -> usize {
         out.fill(f32::NAN);
-        for (name, value) in sensors {
-            if let Some(&i) = self.index.get(name) {
-                out[i] = value as f32;
+        let mut unknown = 0;
+        for (pos, (name, value)) in sensors.into_iter().enumerate() {
+            match self.locate(pos, name) {
+                Some(i) => out[i] = value as f32,
+                None => unknown += 1,
             }
         }
+        unknown
+    }
+
+    /// Names in `sensors` the model does not use, in row order.
+    pub fn unknown<'a>(
+        &'a self,
+        sensors: impl IntoIterator<Item = &'a str> + 'a,
+    ) -> impl Iterator<Item = &'a str> + 'a {
+        sensors
+            .into_iter()
+            .enumerate()
+            .filter(|&(pos, name)| self.locate(pos, name).is_none())
+            .map(|(_, name)| name)
     }
 }
 
@@ -249,14 +281,44 @@ mod tests {
     fn features_are_read_by_name_unknown_ignored_missing_nan() {
         let idx = FeatureIndex::new(&["b".into(), "a".into()]);
         let mut out = [0.0; 2];
-        idx.read([("a", 1.0), ("zzz", 9.0)], &mut out);
+        assert_eq!(idx.read([("a", 1.0), ("zzz", 9.0)], &mut out), 1);
         assert!(out[0].is_nan());
         assert_eq!(out[1], 1.0);
-        idx.read([("b", 1e300)], &mut out);
+        assert_eq!(idx.read([("b", 1e300)], &mut out), 0);
         assert!(
             out[0].is_infinite(),
             "overflow becomes infinite, then filled"
         );
+    }
+
+    #[test]
+    fn rows_in_any_order_read_the_same_and_name_the_unknown() {
+        let feats: Vec<String> = ["s1", "s2", "s3"].map(String::from).to_vec();
+        let idx = FeatureIndex::new(&feats);
+        let mut in_order = [0.0; 3];
+        let mut shuffled = [0.0; 3];
+        // In feature order (the positional path), and shuffled with strangers in between (where
+        // a position names another feature or none).
+        assert_eq!(
+            idx.read([("s1", 1.0), ("s2", 2.0), ("s3", 3.0)], &mut in_order),
+            0
+        );
+        let row = [
+            ("x", 9.0),
+            ("s3", 3.0),
+            ("s1", 1.0),
+            ("y", 8.0),
+            ("s2", 2.0),
+        ];
+        assert_eq!(idx.read(row, &mut shuffled), 2);
+        assert_eq!(in_order, [1.0, 2.0, 3.0]);
+        assert_eq!(shuffled, in_order);
+        let unknown: Vec<&str> = idx.unknown(row.iter().map(|(n, _)| *n)).collect();
+        assert_eq!(unknown, ["x", "y"]);
+        // A name at the position of another feature is still found by name.
+        assert_eq!(idx.read([("s2", 2.0)], &mut shuffled), 0);
+        assert_eq!(shuffled[1], 2.0);
+        assert!(shuffled[0].is_nan() && shuffled[2].is_nan());
     }
 
     #[test]

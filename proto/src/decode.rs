@@ -202,12 +202,7 @@ impl Decoder {
         let (machine_id, ts, sensors, machine_type, site) = match kind {
             ContentType::Json => {
                 let raw: TelemetryJson = parse_json(bytes)?;
-                let ts = match raw.ts {
-                    None | Some(serde_json::Value::Null) => {
-                        return Err(DecodeError::MissingTimestamp);
-                    }
-                    Some(v) => json_ts(&v)?,
-                };
+                let ts = raw.ts.ok_or(DecodeError::MissingTimestamp)?.0?;
                 let sensors = raw.sensors.map(|s| s.0).unwrap_or_default();
                 (raw.machine_id, ts, sensors, raw.machine_type, raw.site)
             }
@@ -269,12 +264,7 @@ impl Decoder {
         let (machine_id, ts, kind, note) = match kind {
             ContentType::Json => {
                 let raw: EventJson = parse_json(bytes)?;
-                let ts = match raw.ts {
-                    None | Some(serde_json::Value::Null) => {
-                        return Err(DecodeError::MissingTimestamp);
-                    }
-                    Some(v) => json_ts(&v)?,
-                };
+                let ts = raw.ts.ok_or(DecodeError::MissingTimestamp)?.0?;
                 let kind_text = raw.kind.unwrap_or_default();
                 let kind = match kind_text.as_str() {
                     "repair" => MaintenanceKind::Repair,
@@ -395,22 +385,60 @@ fn has_non_finite_literal(bytes: &[u8]) -> bool {
     false
 }
 
-fn json_ts(v: &serde_json::Value) -> Result<i64, DecodeError> {
-    match v {
-        serde_json::Value::Number(n) => n
-            .as_i64()
-            .ok_or_else(|| DecodeError::BadTimestamp(n.to_string())),
-        serde_json::Value::String(s) => DateTime::parse_from_rfc3339(s)
-            .map(|t| t.timestamp_millis())
-            .map_err(|_| DecodeError::BadTimestamp(format!("{s:?}"))),
-        other => Err(DecodeError::BadTimestamp(other.to_string())),
+/// A JSON `ts`: integer epoch milliseconds or an RFC 3339 string, read without building a
+/// `serde_json::Value` (a string copy per row). `null` is a missing `ts` (the `Option` around
+/// it); any other value is a bad one, reported with its text.
+struct TsJson(Result<i64, DecodeError>);
+
+impl<'de> Deserialize<'de> for TsJson {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TsJson;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("epoch milliseconds or an RFC 3339 string")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<TsJson, E> {
+                Ok(TsJson(Ok(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<TsJson, E> {
+                Ok(TsJson(
+                    i64::try_from(v).map_err(|_| DecodeError::BadTimestamp(v.to_string())),
+                ))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<TsJson, E> {
+                Ok(TsJson(Err(DecodeError::BadTimestamp(
+                    serde_json::Number::from_f64(v)
+                        .map_or_else(|| v.to_string(), |n| n.to_string()),
+                ))))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<TsJson, E> {
+                Ok(TsJson(Err(DecodeError::BadTimestamp(v.to_string()))))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<TsJson, E> {
+                Ok(TsJson(
+                    DateTime::parse_from_rfc3339(s)
+                        .map(|t| t.timestamp_millis())
+                        .map_err(|_| DecodeError::BadTimestamp(format!("{s:?}"))),
+                ))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<TsJson, A::Error> {
+                let v = serde_json::Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(TsJson(Err(DecodeError::BadTimestamp(v.to_string()))))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<TsJson, A::Error> {
+                let v = serde_json::Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(TsJson(Err(DecodeError::BadTimestamp(v.to_string()))))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
 #[derive(Deserialize)]
 struct TelemetryJson {
     machine_id: Option<String>,
-    ts: Option<serde_json::Value>,
+    ts: Option<TsJson>,
     sensors: Option<SensorsJson>,
     machine_type: Option<String>,
     site: Option<String>,
@@ -419,7 +447,7 @@ struct TelemetryJson {
 #[derive(Deserialize)]
 struct EventJson {
     machine_id: Option<String>,
-    ts: Option<serde_json::Value>,
+    ts: Option<TsJson>,
     kind: Option<String>,
     note: Option<String>,
 }
@@ -437,17 +465,26 @@ impl<'de> Deserialize<'de> for SensorsJson {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SensorsJson, A::Error> {
                 let mut out: Vec<(String, f64)> = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                // A short fingerprint per name makes the duplicate check compare integers; names
+                // are compared only when fingerprints agree.
+                let mut prints: Vec<u64> = Vec::with_capacity(out.capacity());
                 while let Some(name) = map.next_key::<String>()? {
                     let value: Option<f64> = map.next_value().map_err(|e| {
                         de::Error::custom(format!(
                             "sensor {name:?}: expected a number or null ({e})"
                         ))
                     })?;
-                    if out.iter().any(|(n, _)| *n == name) {
+                    let print = fingerprint(&name);
+                    if prints
+                        .iter()
+                        .zip(&out)
+                        .any(|(&p, (n, _))| p == print && *n == name)
+                    {
                         return Err(de::Error::custom(format!(
                             "sensor {name:?} appears more than once"
                         )));
                     }
+                    prints.push(print);
                     out.push((name, value.unwrap_or(f64::NAN)));
                 }
                 Ok(SensorsJson(out))
@@ -455,4 +492,12 @@ impl<'de> Deserialize<'de> for SensorsJson {
         }
         d.deserialize_map(V)
     }
+}
+
+/// FNV-1a of a sensor name: not a hash table key (no attacker gains from collisions, they only
+/// cost a string compare), just a cheap way to tell most names apart.
+fn fingerprint(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

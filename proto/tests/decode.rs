@@ -236,6 +236,9 @@ fn timestamp_rules() {
         "1.5",
         "true",
         r#""1789999999000""#,
+        "[1789999999000]",
+        r#"{"ms":1789999999000}"#,
+        "18446744073709551615",
     ] {
         let body = format!(r#"{{"machine_id":"m","ts":{ts},"sensors":{{"a":1}}}}"#);
         let e = tel(body.as_bytes(), None).unwrap_err();

@@ -10,7 +10,12 @@
 //!
 //! The model is the default shape (2 x LSTM(64), window 60, 14 features), random weights. With
 //! `MAINTCAST_BENCH_SHADOW=1` a second model of the same shape shadows it (docs/LIVE_EVALUATION.md),
-//! so the same command measures what a shadow costs.
+//! so the same command measures what a shadow costs. `MAINTCAST_BENCH_FORMAT=protobuf` produces
+//! Protobuf telemetry instead of JSON.
+//!
+//! `throughput` also reports the CPU time the service, InfluxDB and the broker spent while the
+//! service ran (per 1,000 forecasts), read from /proc: the servers' pids come from the pid files
+//! `deploy/infra.sh` keeps beside the InfluxDB token file.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -22,6 +27,12 @@ use maintcast_e2e::{ingest, kafka_brokers};
 use maintcast_models::registry;
 use maintcast_proto::Telemetry;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+
+/// As the `maintcast` binary: the service loop allocates and frees small blocks for every message (decoded rows, Kafka
+/// records) across threads; mimalloc's per-thread free lists make that a fraction of the system
+/// allocator's cost (BENCHMARKS.md, "Ingest throughput").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const N_FEATURES: usize = 14;
 const WINDOW: usize = 60;
@@ -78,7 +89,7 @@ async fn send_rows(p: &FutureProducer, topic: &str, rows: Vec<Telemetry>) {
     for chunk in rows.chunks(5000) {
         let payloads: Vec<(String, Vec<u8>)> = chunk
             .iter()
-            .map(|t| (t.machine_id.clone(), t.to_json()))
+            .map(|t| (t.machine_id.clone(), encode(t)))
             .collect();
         let sends = payloads.iter().map(|(k, v)| {
             p.send(
@@ -89,6 +100,66 @@ async fn send_rows(p: &FutureProducer, topic: &str, rows: Vec<Telemetry>) {
         for r in join_all(sends).await {
             r.map_err(|(e, _)| e).expect("produce");
         }
+    }
+}
+
+fn protobuf() -> bool {
+    std::env::var("MAINTCAST_BENCH_FORMAT").is_ok_and(|v| v == "protobuf")
+}
+
+fn encode(t: &Telemetry) -> Vec<u8> {
+    if protobuf() {
+        t.to_protobuf()
+    } else {
+        t.to_json()
+    }
+}
+
+/// CPU seconds (user + system) a process has used, from /proc/PID/stat.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: the fields that follow start after its closing paren.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // /proc reports clock ticks of USER_HZ, which the kernel ABI fixes at 100 per second.
+    Some(ticks / 100.0)
+}
+
+/// The pid of a server `deploy/infra.sh` started, from the pid file in its run directory.
+fn server_pid(name: &str) -> Option<String> {
+    let token = std::env::var_os("MAINTCAST_INFLUX_TOKEN_FILE")?;
+    let run = Path::new(&token).parent()?;
+    let pid = std::fs::read_to_string(run.join(format!("{name}.pid"))).ok()?;
+    Some(pid.trim().to_string())
+}
+
+/// CPU seconds of this process (the service runs in it), InfluxDB and the broker.
+#[derive(Clone, Copy)]
+struct Cpu([Option<f64>; 3]);
+
+impl Cpu {
+    fn now() -> Cpu {
+        let server = |n: &str| server_pid(n).and_then(|p| cpu_seconds(&p));
+        Cpu([cpu_seconds("self"), server("influxd"), server("kafka")])
+    }
+
+    /// `service X s, InfluxDB Y s, broker Z s per 1,000 forecasts` since `before`.
+    fn per_thousand(&self, before: &Cpu, forecasts: f64) -> String {
+        let names = ["service", "InfluxDB", "broker"];
+        let parts: Vec<String> = names
+            .iter()
+            .zip(self.0.iter().zip(&before.0))
+            .map(|(name, pair)| match pair {
+                (Some(a), Some(b)) => format!(
+                    "{name} {:.1} s ({:.3} s per 1,000 forecasts)",
+                    a - b,
+                    (a - b) * 1000.0 / forecasts
+                ),
+                _ => format!("{name} n/a"),
+            })
+            .collect();
+        format!("CPU: {}", parts.join(", "))
     }
 }
 
@@ -161,6 +232,7 @@ async fn throughput(stride: u64, machines: usize, rows: usize) -> anyhow::Result
     );
     let want = (machines * expected_forecasts(rows, stride as usize)) as f64;
 
+    let cpu_before = Cpu::now();
     let start = Instant::now();
     let (shutdown, svc) = ingest::start_service(r.config.clone());
     let client = reqwest::Client::new();
@@ -175,17 +247,19 @@ async fn throughput(stride: u64, machines: usize, rows: usize) -> anyhow::Result
         anyhow::ensure!(start.elapsed() < Duration::from_secs(900), "timed out");
     }
     let all_done = start.elapsed();
+    let cpu = Cpu::now().per_thousand(&cpu_before, want);
     let from_first = all_done - first.unwrap_or_default();
     let infer = scrape(&client, "inference_seconds_sum").await;
     let shadow_infer = scrape(&client, "shadow_inference_seconds_sum").await;
     let write = scrape(&client, "influx_write_seconds_sum").await;
     shutdown.trigger();
     svc.await??;
+    let format = if protobuf() { "Protobuf" } else { "JSON" };
     println!(
-        "stride {stride}: {total} rows ({machines} machines x {rows}), {want} forecasts; \
+        "stride {stride}, {format}: {total} rows ({machines} machines x {rows}), {want} forecasts; \
          {:.1} s from start, {:.1} s from first consumed -> {:.0} rows/s, {:.0} forecasts/s; \
          inference {infer:.1} s, shadow inference {shadow_infer:.1} s, InfluxDB writes {write:.1} s \
-         (summed)",
+         (summed); {cpu}",
         all_done.as_secs_f64(),
         from_first.as_secs_f64(),
         total as f64 / from_first.as_secs_f64(),
@@ -234,7 +308,7 @@ async fn latency(rate: f64, seconds: f64, machines: usize) -> anyhow::Result<()>
                     p.send(
                         FutureRecord::to(&topic)
                             .key(&t.machine_id)
-                            .payload(&t.to_json()),
+                            .payload(&encode(&t)),
                         Duration::from_secs(30),
                     )
                     .await

@@ -59,8 +59,13 @@ impl Ledger {
     }
 
     /// A message at `offset` was consumed (whatever became of it).
-    pub fn consumed(&mut self, tp: Partition, offset: i64) {
-        self.positions.insert(tp, offset + 1);
+    pub fn consumed(&mut self, tp: &Partition, offset: i64) {
+        match self.positions.get_mut(tp) {
+            Some(next) => *next = offset + 1,
+            None => {
+                self.positions.insert(tp.clone(), offset + 1);
+            }
+        }
     }
 
     pub fn position(&self, tp: &Partition) -> Option<i64> {
@@ -138,14 +143,14 @@ mod tests {
         let mut l = Ledger::default();
         l.assign(tp(0));
         l.assign(tp(1));
-        l.consumed(tp(0), 9);
-        l.consumed(tp(1), 4);
-        l.consumed(tp(2), 7); // not ours (a message polled after a revoke)
+        l.consumed(&tp(0), 9);
+        l.consumed(&tp(1), 4);
+        l.consumed(&tp(2), 7); // not ours (a message polled after a revoke)
         let tpl = l.uncommitted(|_| true);
         assert_eq!(tpl.count(), 2);
         l.mark_committed(&tpl);
         assert_eq!(l.uncommitted(|_| true).count(), 0, "nothing new");
-        l.consumed(tp(1), 5);
+        l.consumed(&tp(1), 5);
         let tpl = l.uncommitted(|t| t.1 == 1);
         assert_eq!(
             tpl.find_partition("telemetry", 1).unwrap().offset(),

@@ -50,7 +50,6 @@ const MAX_UNKNOWN_REPORTED: usize = 10_000;
 
 pub struct Pipeline {
     store: WindowStore,
-    known: HashSet<String>,
     min_rows: usize,
     stride: u64,
     /// After a restore: telemetry offsets below this are already in the machine's window.
@@ -62,10 +61,8 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(store: WindowStore, min_rows: usize, stride: u64) -> Self {
-        let known = store.features().iter().cloned().collect();
         Pipeline {
             store,
-            known,
             min_rows,
             stride: stride.max(1),
             skip_below: HashMap::new(),
@@ -106,7 +103,9 @@ impl Pipeline {
                 .get_mut(&t.machine_id)
                 .expect("window just applied");
             w.partition = partition;
-            self.dirty.insert(t.machine_id.clone());
+            if !self.dirty.contains(t.machine_id.as_str()) {
+                self.dirty.insert(t.machine_id.clone());
+            }
             if w.forecast_due(self.min_rows, self.stride) {
                 forecast = Some(request(&self.store, &t.machine_id, t.ts_ms));
             }
@@ -136,15 +135,12 @@ impl Pipeline {
 
     fn unknown_sensors(&mut self, t: &Telemetry) -> Vec<String> {
         let mut fresh = Vec::new();
-        for (name, _) in &t.sensors {
-            if self.known.contains(name) {
-                continue;
-            }
-            let key = (t.machine_id.clone(), name.clone());
+        for name in self.store.unknown_in(t) {
+            let key = (t.machine_id.clone(), name.to_string());
             if self.unknown_reported.len() < MAX_UNKNOWN_REPORTED
                 && self.unknown_reported.insert(key)
             {
-                fresh.push(name.clone());
+                fresh.push(name.to_string());
             }
         }
         fresh
@@ -152,10 +148,7 @@ impl Pipeline {
 
     /// Sensors of `t` the model does not use (for counting every occurrence).
     pub fn unknown_in<'a>(&'a self, t: &'a Telemetry) -> impl Iterator<Item = &'a str> + 'a {
-        t.sensors
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .filter(|n| !self.known.contains(*n))
+        self.store.unknown_in(t)
     }
 
     /// Drops the windows of machines whose telemetry partition is in `partitions` (they moved

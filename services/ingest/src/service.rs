@@ -245,7 +245,7 @@ impl Loop {
                 }
                 polled = polled_rx.recv(), if !draining => match polled {
                     None => anyhow::bail!("the Kafka poll thread stopped"),
-                    Some(Polled::Message(m)) => self.on_message(m).await?,
+                    Some(Polled::Messages(batch)) => self.on_messages(batch).await?,
                     Some(Polled::Error(e)) => tracing::warn!(error = %e, "Kafka consume error"),
                     Some(Polled::Revoke { partitions, reply }) => {
                         tracing::info!(?partitions, in_flight = self.ledger.in_flight(), "partitions revoked: draining before the handover");

@@ -1,13 +1,17 @@
 //! Kafka in: the consumer, polled on a thread of its own, hands messages and rebalances to the
 //! service loop in the order it produced them.
 //!
+//! Messages go over in batches of what the consumer had ready: one hand-over (and one wake-up of
+//! the loop) per message cost more than decoding it at high rates. A rebalance or an error first
+//! flushes the batch before it, so the order holds.
+//!
 //! When the group takes partitions away, the poll thread holds the rebalance until the loop has
 //! drained, checkpointed the windows and named the offsets to commit, and commits them before the
 //! partitions go: the next owner starts exactly where this one stopped.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -23,7 +27,8 @@ pub type Partition = (String, i32);
 
 /// What the poll thread hands the service loop, in the order the consumer produced it.
 pub enum Polled {
-    Message(OwnedMessage),
+    /// Consecutive messages, in the order the consumer returned them.
+    Messages(Vec<OwnedMessage>),
     Error(KafkaError),
     /// The group takes these partitions away. The loop drains, checkpoints and answers with the
     /// offsets to commit; the poll thread commits them before the rebalance goes on.
@@ -36,6 +41,9 @@ pub enum Polled {
 
 pub struct IngestContext {
     tx: mpsc::Sender<Polled>,
+    /// Messages polled but not yet handed over. Only the poll thread touches it (rebalance
+    /// callbacks run inside its `poll`), so the lock is never contended.
+    pending: Mutex<Vec<OwnedMessage>>,
     /// How long a revoke waits for the loop's drain before the rebalance goes on without it (the
     /// last barrier's commit then stands, and the next owner re-forecasts from there).
     revoke_timeout: Duration,
@@ -49,9 +57,21 @@ pub fn partitions(tpl: &TopicPartitionList) -> Vec<Partition> {
 }
 
 impl IngestContext {
-    /// Hands `item` to the loop; false when the loop is gone. Dropping the consumer on an async
-    /// runtime thread must not block it, so there the item is only offered.
+    /// Hands `item` to the loop after the messages polled before it; false when the loop is
+    /// gone.
     fn hand_over(&self, item: Polled) -> bool {
+        self.flush() && self.send(item)
+    }
+
+    /// Hands the pending messages to the loop; false when the loop is gone.
+    fn flush(&self) -> bool {
+        let batch = std::mem::take(&mut *self.pending.lock().expect("pending messages"));
+        batch.is_empty() || self.send(Polled::Messages(batch))
+    }
+
+    /// Dropping the consumer on an async runtime thread must not block it, so there the item is
+    /// only offered.
+    fn send(&self, item: Polled) -> bool {
         if tokio::runtime::Handle::try_current().is_ok() {
             self.tx.try_send(item).is_ok()
         } else {
@@ -126,6 +146,7 @@ impl Source {
             .set("partition.assignment.strategy", "range")
             .create_with_context(IngestContext {
                 tx: tx.clone(),
+                pending: Mutex::new(Vec::with_capacity(MAX_BATCH)),
                 revoke_timeout: config.drain_timeout,
             })
             .context("creating the Kafka consumer")?;
@@ -166,16 +187,35 @@ impl Source {
     }
 }
 
+/// The most messages handed over at once: enough to amortise the hand-over, few enough that
+/// the loop sees acknowledgements and ticks between batches.
+const MAX_BATCH: usize = 256;
+
 /// Polls the consumer until `stop` is set or the loop is gone. Blocking on a full channel is the
 /// back-pressure: the loop takes no messages while it drains.
 fn poll_consumer(consumer: Arc<KafkaConsumer>, tx: mpsc::Sender<Polled>, stop: Arc<AtomicBool>) {
+    let context = consumer.context();
     while !stop.load(Ordering::Relaxed) && !tx.is_closed() {
-        let item = match consumer.poll(Duration::from_millis(100)) {
-            None => continue,
-            Some(Ok(m)) => Polled::Message(m.detach()),
-            Some(Err(e)) => Polled::Error(e),
+        let pending = context.pending.lock().expect("pending messages").len();
+        // Waits only with nothing pending: what is pending goes over as soon as the consumer
+        // has nothing more ready, so a quiet stream adds no latency.
+        let wait = if pending == 0 {
+            Duration::from_millis(100)
+        } else {
+            Duration::ZERO
         };
-        if tx.blocking_send(item).is_err() {
+        let handed = match consumer.poll(wait) {
+            None => context.flush(),
+            Some(Ok(m)) => {
+                let mut pending = context.pending.lock().expect("pending messages");
+                pending.push(m.detach());
+                let full = pending.len() >= MAX_BATCH;
+                drop(pending);
+                !full || context.flush()
+            }
+            Some(Err(e)) => context.hand_over(Polled::Error(e)),
+        };
+        if !handed {
             break;
         }
     }

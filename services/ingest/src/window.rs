@@ -316,11 +316,15 @@ impl WindowStore {
             t.sensors.iter().map(|(n, v)| (n.as_str(), *v)),
             &mut self.scratch,
         );
-        let (cap, neutral) = (self.cap, &self.neutral);
-        let w = self
-            .machines
-            .entry(t.machine_id.clone())
-            .or_insert_with(|| MachineWindow::new(cap, neutral.clone()));
+        // Looked up before inserting: a row of a known machine (nearly all of them) must not
+        // pay for a copy of its id.
+        let w = match self.machines.get_mut(t.machine_id.as_str()) {
+            Some(w) => w,
+            None => self
+                .machines
+                .entry(t.machine_id.clone())
+                .or_insert_with(|| MachineWindow::new(self.cap, self.neutral.clone())),
+        };
         let outcome = w.push(t.ts_ms, &self.scratch);
         if matches!(outcome, RowOutcome::Applied { .. }) {
             if t.machine_type.is_some() {
@@ -331,6 +335,12 @@ impl WindowStore {
             }
         }
         outcome
+    }
+
+    /// Sensors of `t` the serving model does not use, in row order.
+    pub fn unknown_in<'a>(&'a self, t: &'a Telemetry) -> impl Iterator<Item = &'a str> + 'a {
+        self.index
+            .unknown(t.sensors.iter().map(|(n, _)| n.as_str()))
     }
 
     /// Applies a maintenance event. Returns false when it was stale (at or before the last one).

@@ -4,7 +4,10 @@
 //! commits.
 
 use maintcast_common::points::Point;
-use maintcast_proto::{Alert, AlertState, Forecast};
+use maintcast_proto::{
+    Alert, AlertState, CONTENT_TYPE_HEADER, DecodeError, Forecast, MaintenanceEvent, Telemetry,
+};
+use prometheus_client::metrics::counter::Counter;
 use rdkafka::message::{Message, OwnedMessage};
 
 use super::Loop;
@@ -13,7 +16,7 @@ use crate::metrics::labels;
 use crate::offsets::Ack;
 use crate::publish::OutRecord;
 use crate::sink::{Origin, WriteItem};
-use crate::source;
+use crate::source::{self, Partition};
 use crate::window::RowOutcome;
 
 /// Distinct sensor names given their own label on `unknown_sensors`; the rest share "other", so
@@ -70,30 +73,50 @@ impl Loop {
             .inc();
     }
 
-    pub(super) async fn on_message(&mut self, msg: OwnedMessage) -> anyhow::Result<()> {
-        let key = (msg.topic().to_string(), msg.partition());
-        if !self.ledger.owns(&key) {
-            return Ok(());
+    /// Consecutive messages from the poll thread. Runs from one partition are the rule, so its
+    /// key, ownership and counter are looked up once per run, not per message (assignments
+    /// change only between batches).
+    pub(super) async fn on_messages(&mut self, batch: Vec<OwnedMessage>) -> anyhow::Result<()> {
+        let mut run: Option<(Partition, bool, Counter)> = None;
+        for msg in batch {
+            let same = run
+                .as_ref()
+                .is_some_and(|((t, p), ..)| *p == msg.partition() && t == msg.topic());
+            if !same {
+                let key = (msg.topic().to_string(), msg.partition());
+                let counter = self
+                    .metrics
+                    .consumed
+                    .get_or_create(&labels(&[("topic", &key.0)]))
+                    .clone();
+                let owned = self.ledger.owns(&key);
+                run = Some((key, owned, counter));
+            }
+            let (key, owned, consumed) = run.as_ref().expect("set above");
+            if !owned {
+                continue;
+            }
+            consumed.inc();
+            let content_type = source::header(&msg, CONTENT_TYPE_HEADER);
+            let (bytes, content_type) = (msg.payload().unwrap_or(&[]), content_type.as_deref());
+            if *key.0 == self.config.topics.telemetry {
+                let t = self.decoder.decode_telemetry(bytes, content_type);
+                self.on_telemetry(&msg, t).await?;
+            } else {
+                let ev = self.decoder.decode_maintenance_event(bytes, content_type);
+                self.on_event(&msg, ev).await?;
+            }
+            self.ledger.consumed(key, msg.offset());
         }
-        self.metrics
-            .consumed
-            .get_or_create(&labels(&[("topic", &key.0)]))
-            .inc();
-        if key.0 == self.config.topics.telemetry {
-            self.on_telemetry(&msg).await?;
-        } else {
-            self.on_event(&msg).await?;
-        }
-        self.ledger.consumed(key, msg.offset());
         Ok(())
     }
 
-    pub(super) async fn on_telemetry(&mut self, msg: &OwnedMessage) -> anyhow::Result<()> {
-        let content_type = source::header(msg, maintcast_proto::CONTENT_TYPE_HEADER);
-        let t = match self
-            .decoder
-            .decode_telemetry(msg.payload().unwrap_or(&[]), content_type.as_deref())
-        {
+    pub(super) async fn on_telemetry(
+        &mut self,
+        msg: &OwnedMessage,
+        decoded: Result<Telemetry, DecodeError>,
+    ) -> anyhow::Result<()> {
+        let t = match decoded {
             Ok(t) => t,
             Err(e) => {
                 self.dead_letter(msg, &e.to_string(), e.reason());
@@ -149,12 +172,12 @@ impl Loop {
         Ok(())
     }
 
-    pub(super) async fn on_event(&mut self, msg: &OwnedMessage) -> anyhow::Result<()> {
-        let content_type = source::header(msg, maintcast_proto::CONTENT_TYPE_HEADER);
-        let ev = match self
-            .decoder
-            .decode_maintenance_event(msg.payload().unwrap_or(&[]), content_type.as_deref())
-        {
+    pub(super) async fn on_event(
+        &mut self,
+        msg: &OwnedMessage,
+        decoded: Result<MaintenanceEvent, DecodeError>,
+    ) -> anyhow::Result<()> {
+        let ev = match decoded {
             Ok(ev) => ev,
             Err(e) => {
                 self.dead_letter(msg, &e.to_string(), e.reason());
