@@ -158,8 +158,9 @@ async fn kafka_broker_down_20_s_mid_stream_then_back_loses_nothing() {
 const QUEUE_CAPACITY: usize = 64;
 const WRITE_BATCH: usize = 100;
 const PREFETCH_KIB: usize = 1024;
-/// The channel from the Kafka poll thread to the service loop (`source.rs`).
-const POLL_CHANNEL: usize = 1024;
+/// Messages the Kafka poll thread holds for the service loop (`source.rs`): 64 batches of 256 in
+/// its channel and the one it is gathering.
+const POLL_CHANNEL: usize = 65 * 256;
 /// Windows per inference batch (`IngestProcess` passes `--batch-size 16`).
 const INFERENCE_BATCH: usize = 16;
 
@@ -259,13 +260,13 @@ async fn influxdb_down_60_s_under_load_loses_nothing_and_memory_stays_bounded() 
          the bounded queues hold about {holds}\n{}",
         ingest.describe().await
     );
-    // What is held while consumption waits: the queues and batches above plus the poll thread's
-    // channel, each item under 4 KiB (a Kafka message with its window and point), and
-    // librdkafka's prefetch; 8 MiB on top covers allocator arenas, HTTP buffers and retry state
+    // What is held while consumption waits: the queues and batches above, each item under 4 KiB
+    // (a Kafka message with its window and point), the poll thread's channel of raw Kafka
+    // messages, each under 1 KiB, and librdkafka's prefetch; 8 MiB on top covers allocator arenas, HTTP buffers and retry state
     // (growth seen: about 1.5 MiB). The consumed count above is the sharp check of the bound;
     // the second-half check catches a buffer of the rows sent meanwhile (6,000 in that half, at
     // half a KiB or more each) that the total alone might not.
-    let implied_kib = ((holds + POLL_CHANNEL) * 4 + PREFETCH_KIB) as u64;
+    let implied_kib = (holds * 4 + POLL_CHANNEL + PREFETCH_KIB) as u64;
     let bound = implied_kib + 8 * 1024;
     assert!(
         peak.saturating_sub(before) <= bound,

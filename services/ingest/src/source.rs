@@ -135,7 +135,7 @@ pub struct Source {
 impl Source {
     /// Subscribes to telemetry and events; returns the source and the channel the loop reads.
     pub fn start(config: &Config) -> anyhow::Result<(Source, mpsc::Receiver<Polled>)> {
-        let (tx, rx) = mpsc::channel::<Polled>(1024);
+        let (tx, rx) = mpsc::channel::<Polled>(CHANNEL_BATCHES);
         let consumer: KafkaConsumer = maintcast_common::kafka::client_config(&config.brokers)
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
@@ -190,6 +190,13 @@ impl Source {
 /// The most messages handed over at once: enough to amortise the hand-over, few enough that
 /// the loop sees acknowledgements and ticks between batches.
 const MAX_BATCH: usize = 256;
+
+/// Batches waiting for the loop. While it drains or waits on a full queue downstream, the poll
+/// thread holds at most this many batches plus the one it is gathering (16,640 raw messages, about
+/// 10 MiB of small ones), then stops polling: that bounds the memory an outage can fill. Fewer
+/// cost throughput: a catching-up service made 128k rows/s with 4 or 16 batches, 126-143k with
+/// 64 (BENCHMARKS.md, "Decode that scales").
+const CHANNEL_BATCHES: usize = 64;
 
 /// Polls the consumer until `stop` is set or the loop is gone. Blocking on a full channel is the
 /// back-pressure: the loop takes no messages while it drains.
