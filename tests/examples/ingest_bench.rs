@@ -28,9 +28,8 @@ use maintcast_models::registry;
 use maintcast_proto::Telemetry;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-/// As the `maintcast` binary: the service loop allocates and frees small blocks for every message (decoded rows, Kafka
-/// records) across threads; mimalloc's per-thread free lists make that a fraction of the system
-/// allocator's cost (BENCHMARKS.md, "Ingest throughput").
+/// The allocator the `maintcast` binary uses (see its `main.rs`), so the service measured here
+/// allocates as the shipped one does.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
