@@ -11,7 +11,8 @@
 //! The model is the default shape (2 x LSTM(64), window 60, 14 features), random weights. With
 //! `MAINTCAST_BENCH_SHADOW=1` a second model of the same shape shadows it (docs/LIVE_EVALUATION.md),
 //! so the same command measures what a shadow costs. `MAINTCAST_BENCH_FORMAT=protobuf` produces
-//! Protobuf telemetry instead of JSON.
+//! Protobuf telemetry instead of JSON. `MAINTCAST_BENCH_COMMIT_MS` sets the service's commit
+//! interval (default: the shipped 5 s), to see what commits cost.
 //!
 //! `throughput` also reports the CPU time the service, InfluxDB and the broker spent while the
 //! service ran (per 1,000 forecasts), read from /proc: the servers' pids come from the pid files
@@ -194,6 +195,12 @@ async fn setup(stride: u64) -> anyhow::Result<Run> {
     let defaults = maintcast_ingest::Config::new(&brokers, config.influx.clone(), "".into());
     config.batch_size = defaults.batch_size;
     config.commit_interval = defaults.commit_interval;
+    if let Some(ms) = std::env::var("MAINTCAST_BENCH_COMMIT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.commit_interval = std::time::Duration::from_millis(ms);
+    }
     config.stride = stride;
     config.http_addr = SocketAddr::from(([127, 0, 0, 1], METRICS_PORT));
     let topic = config.topics.telemetry.clone();

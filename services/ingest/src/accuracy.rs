@@ -3,8 +3,8 @@
 //! just ended back from InfluxDB, scores them (`maintcast_models::accuracy`), writes
 //! `forecast_accuracy` and keeps the running MAE and coverage per model version for /metrics.
 //!
-//! Off the hot path: the service loop hands a job over at a commit barrier, when every forecast
-//! made before the event is acknowledged by InfluxDB, so the read-back sees all of them; only the
+//! Off the hot path: the service loop hands a job over once the event's epoch settles, when every
+//! forecast made before the event is acknowledged by InfluxDB, so the read-back sees all of them; only the
 //! commit past the event waits for its score.
 
 use std::collections::HashMap;
@@ -24,7 +24,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::mpsc;
 
-use crate::offsets::Ack;
+use crate::offsets::{Ack, Epoch};
 
 /// Where the served forecasts are.
 pub const SERVED_MEASUREMENT: &str = maintcast_common::points::forecast::MEASUREMENT;
@@ -41,6 +41,8 @@ pub struct ScoreJob {
     pub since_ms: Option<i64>,
     pub event_ms: i64,
     pub kind: MaintenanceKind,
+    /// The ledger epoch its acknowledgement settles, set when the loop releases it.
+    pub epoch: Epoch,
 }
 
 /// How far back the first event of a machine (no previous event known) looks for forecasts.
@@ -297,7 +299,7 @@ pub async fn run(
                         points = s.tallies.len(),
                         "maintenance event scored"
                     );
-                    let _ = acks.send(Ack::Scored);
+                    let _ = acks.send(Ack::Scored(job.epoch));
                     break;
                 }
                 Err(e) if shutdown.is_triggered() => {

@@ -208,26 +208,39 @@ pub async fn ensure_topic(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes the changed windows of owned partitions and waits for every delivery. False when one
-/// was not delivered: the caller then postpones the commit (a committed offset must never be
-/// ahead of the windows).
-pub async fn write_dirty(
+/// The changed windows of owned partitions, encoded as they are now (when an epoch is sealed),
+/// keyed by machine; they are written once everything consumed before is delivered.
+pub fn snapshot(
     config: &Config,
-    producer: &FutureProducer,
     pipeline: &mut Pipeline,
     ledger: &Ledger,
-) -> bool {
-    let mut pending = Vec::new();
+) -> Vec<(String, Vec<u8>)> {
+    let mut records = Vec::new();
     for (id, w) in pipeline.dirty() {
         let tp = (config.topics.telemetry.clone(), w.partition);
         if !ledger.owns(&tp) {
             continue;
         }
         let next = ledger.position(&tp).unwrap_or(0);
-        let body = encode(pipeline.store().features(), w, next);
+        records.push((id.clone(), encode(pipeline.store().features(), w, next)));
+    }
+    pipeline.checkpointed();
+    records
+}
+
+/// Writes a snapshot and waits for every delivery. False when one was not delivered: the caller
+/// then postpones the commit (a committed offset must never be ahead of the windows) and marks
+/// the machines changed again, so the next snapshot writes them.
+pub async fn deliver(
+    config: &Config,
+    producer: &FutureProducer,
+    records: &[(String, Vec<u8>)],
+) -> bool {
+    let mut pending = Vec::with_capacity(records.len());
+    for (id, body) in records {
         let record = FutureRecord::<[u8], [u8]>::to(&config.topics.checkpoint)
             .key(id.as_bytes())
-            .payload(&body);
+            .payload(body);
         match producer.send_result(record) {
             Ok(f) => pending.push(f),
             Err((e, _)) => {
@@ -242,7 +255,6 @@ pub async fn write_dirty(
             return false;
         }
     }
-    pipeline.checkpointed();
     true
 }
 

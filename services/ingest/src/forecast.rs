@@ -109,6 +109,7 @@ mod tests {
             evidence: Default::default(),
             machine_type: None,
             site: None,
+            epoch: 0,
         }
     }
 

@@ -90,6 +90,7 @@ impl Inference {
             };
             let mut shadow_predictions = shadow_predictions.map(Vec::into_iter);
             for (r, p) in batch.into_iter().zip(predictions) {
+                let epoch = r.epoch;
                 let q = r.evidence.assess(&r.raw, &stats, &config.quality);
                 count_flags(&metrics, &q, &window_features, &config.quality);
                 let shadow_forecast = match (&shadow, shadow_predictions.as_mut()) {
@@ -106,6 +107,7 @@ impl Inference {
                         .send(WriteItem::Forecast {
                             served,
                             shadow: shadow_forecast,
+                            epoch,
                         })
                         .await
                         .map_err(|_| anyhow::anyhow!("writer stopped"))?,
@@ -126,7 +128,7 @@ impl Inference {
                             ts_ms = r.ts_ms,
                             "the model returned a non-finite forecast; not written"
                         );
-                        let _ = acks.send(Ack::Dropped(1));
+                        let _ = acks.send(Ack::Dropped(epoch));
                     }
                 }
             }

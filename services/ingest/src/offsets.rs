@@ -1,11 +1,14 @@
 //! The offset ledger: which partitions this instance owns, how far it consumed each, what is
 //! committed, and how many records derived from consumed messages still await acknowledgement.
 //!
-//! Offsets are committed at barriers: consumption stops until `in_flight` is zero (every forecast,
-//! raw point, DLQ record and alert acknowledged by its sink), then the consumed positions are
-//! committed. So a committed offset never runs ahead of what was delivered.
+//! Records are counted by epoch. Every `commit_interval` the loop seals the current epoch: it
+//! notes the consumed positions and goes on consuming into the next epoch while the sealed one's
+//! records (every forecast, raw point, DLQ record and alert derived from it) are acknowledged by
+//! their sinks. Only then are its windows checkpointed and its positions committed, so a
+//! committed offset never runs ahead of what was delivered, and consumption never waits for a
+//! commit.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use maintcast_proto::Forecast;
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -13,23 +16,47 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::source::{KafkaConsumer, Partition};
 
-/// Acknowledgements flowing back to the service loop, each settling records in flight.
+/// A span of consumption whose records are settled, and its offsets committed, together.
+pub type Epoch = u64;
+
+/// Acknowledgements flowing back to the service loop, each settling records in flight in the
+/// epoch the message they derive from was consumed in.
 #[derive(Debug)]
 pub enum Ack {
-    /// InfluxDB accepted `items` points, or refused some that then reached the DLQ; `forecasts`
-    /// are the ones written, which may raise alerts.
+    /// InfluxDB accepted the points of a batch, or refused some that then reached the DLQ;
+    /// `items` counts them by epoch, oldest first; `forecasts` are the ones written, which may
+    /// raise alerts.
     Written {
-        items: usize,
+        items: Vec<(Epoch, usize)>,
         forecasts: Vec<Forecast>,
     },
     /// A dead letter reached the DLQ.
-    Delivered,
+    Delivered(Epoch),
     /// An alert reached its topic: only now does the machine's alert state change.
-    AlertDelivered { machine_id: String, due: bool },
-    /// Forecast requests inference dropped (the model returned a non-finite value).
-    Dropped(usize),
+    AlertDelivered {
+        machine_id: String,
+        due: bool,
+        epoch: Epoch,
+    },
+    /// A forecast request inference dropped (the model returned a non-finite value).
+    Dropped(Epoch),
     /// A maintenance event's forecasts were scored and `forecast_accuracy` written.
-    Scored,
+    Scored(Epoch),
+}
+
+/// Counts a batch's items by epoch, oldest first: what its [`Ack::Written`] carries. Forecasts
+/// trail the raw points queued beside them, so a batch may hold epochs in any order; it rarely
+/// holds more than two.
+pub fn by_epoch(epochs: impl IntoIterator<Item = Epoch>) -> Vec<(Epoch, usize)> {
+    let mut runs: Vec<(Epoch, usize)> = Vec::new();
+    for e in epochs {
+        match runs.iter_mut().find(|(r, _)| *r == e) {
+            Some((_, n)) => *n += 1,
+            None => runs.push((e, 1)),
+        }
+    }
+    runs.sort_unstable_by_key(|r| r.0);
+    runs
 }
 
 #[derive(Debug, Default)]
@@ -38,8 +65,11 @@ pub struct Ledger {
     /// Next offset to consume, by partition.
     positions: HashMap<Partition, i64>,
     committed: HashMap<Partition, i64>,
-    /// Records derived from consumed messages whose delivery is not yet acknowledged.
-    in_flight: usize,
+    /// The epoch what is consumed now belongs to.
+    epoch: Epoch,
+    /// Records derived from consumed messages whose delivery is not yet acknowledged, by epoch
+    /// (an epoch leaves the map when nothing of it is in flight).
+    in_flight: BTreeMap<Epoch, usize>,
 }
 
 impl Ledger {
@@ -76,23 +106,68 @@ impl Ledger {
         &self.positions
     }
 
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// `acks` records derived from what is consumed now will be acknowledged.
     pub fn expect(&mut self, acks: usize) {
-        self.in_flight += acks;
+        self.expect_in(self.epoch, acks);
     }
 
-    pub fn acknowledged(&mut self, acks: usize) {
-        debug_assert!(acks <= self.in_flight, "more acks than records in flight");
-        self.in_flight = self.in_flight.saturating_sub(acks);
+    pub fn expect_in(&mut self, epoch: Epoch, acks: usize) {
+        if acks > 0 {
+            *self.in_flight.entry(epoch).or_default() += acks;
+        }
     }
 
+    pub fn acknowledged(&mut self, epoch: Epoch, acks: usize) {
+        let Some(n) = self.in_flight.get_mut(&epoch) else {
+            debug_assert!(acks == 0, "an ack for an epoch with nothing in flight");
+            return;
+        };
+        debug_assert!(acks <= *n, "more acks than records in flight");
+        *n = n.saturating_sub(acks);
+        if *n == 0 {
+            self.in_flight.remove(&epoch);
+        }
+    }
+
+    /// Records in flight, all epochs together.
     pub fn in_flight(&self) -> usize {
-        self.in_flight
+        self.in_flight.values().sum()
     }
 
-    /// The consumed positions of the partitions `include` picks that are not committed yet.
-    pub fn uncommitted(&self, include: impl Fn(&Partition) -> bool) -> TopicPartitionList {
+    /// Whether every record of `epoch` and of the epochs before it is acknowledged.
+    pub fn settled(&self, epoch: Epoch) -> bool {
+        self.in_flight
+            .first_key_value()
+            .is_none_or(|(&oldest, _)| oldest > epoch)
+    }
+
+    /// Closes the current epoch: returns it with the consumed positions of the owned partitions
+    /// it ends at, and starts the next.
+    pub fn seal(&mut self) -> (Epoch, HashMap<Partition, i64>) {
+        let positions = self
+            .positions
+            .iter()
+            .filter(|(tp, _)| self.assigned.contains(*tp))
+            .map(|(tp, &o)| (tp.clone(), o))
+            .collect();
+        let sealed = self.epoch;
+        self.epoch += 1;
+        (sealed, positions)
+    }
+
+    /// The positions of the partitions `include` picks that are still owned and not committed
+    /// yet: `positions` is what a sealed epoch noted.
+    pub fn uncommitted(
+        &self,
+        positions: &HashMap<Partition, i64>,
+        include: impl Fn(&Partition) -> bool,
+    ) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
-        for (tp, &offset) in &self.positions {
+        for (tp, &offset) in positions {
             if include(tp) && self.assigned.contains(tp) && self.committed.get(tp) != Some(&offset)
             {
                 let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(offset));
@@ -111,10 +186,9 @@ impl Ledger {
         }
     }
 
-    /// Commits every owned partition's position (at a barrier: nothing in flight).
-    pub fn commit(&mut self, consumer: &KafkaConsumer) {
-        debug_assert_eq!(self.in_flight, 0, "commit with records in flight");
-        let tpl = self.uncommitted(|_| true);
+    /// Commits the positions a settled epoch noted, for the partitions still owned.
+    pub fn commit(&mut self, consumer: &KafkaConsumer, positions: &HashMap<Partition, i64>) {
+        let tpl = self.uncommitted(positions, |_| true);
         if tpl.count() == 0 {
             return;
         }
@@ -124,7 +198,7 @@ impl Ledger {
                 tracing::debug!(partitions = tpl.count(), "offsets committed");
             }
             Err(e) => {
-                tracing::warn!(error = %e, "offset commit failed; retrying at the next barrier")
+                tracing::warn!(error = %e, "offset commit failed; retrying at the next epoch")
             }
         }
     }
@@ -146,28 +220,75 @@ mod tests {
         l.consumed(&tp(0), 9);
         l.consumed(&tp(1), 4);
         l.consumed(&tp(2), 7); // not ours (a message polled after a revoke)
-        let tpl = l.uncommitted(|_| true);
+        let (_, noted) = l.seal();
+        assert_eq!(noted.len(), 2, "a seal notes owned partitions only");
+        let tpl = l.uncommitted(&noted, |_| true);
         assert_eq!(tpl.count(), 2);
         l.mark_committed(&tpl);
-        assert_eq!(l.uncommitted(|_| true).count(), 0, "nothing new");
+        assert_eq!(l.uncommitted(&noted, |_| true).count(), 0, "nothing new");
         l.consumed(&tp(1), 5);
-        let tpl = l.uncommitted(|t| t.1 == 1);
+        let (_, noted) = l.seal();
+        let tpl = l.uncommitted(&noted, |t| t.1 == 1);
         assert_eq!(
             tpl.find_partition("telemetry", 1).unwrap().offset(),
             Offset::Offset(6)
         );
         l.revoke(&tp(1));
-        assert_eq!(l.uncommitted(|_| true).count(), 0);
+        assert_eq!(l.uncommitted(&noted, |_| true).count(), 0);
         assert!(!l.owns(&tp(1)));
     }
 
     #[test]
-    fn in_flight_counts_expectations_down_to_zero() {
+    fn a_sealed_epoch_settles_on_its_own_acks_only() {
         let mut l = Ledger::default();
+        l.assign(tp(0));
+        l.consumed(&tp(0), 9);
         l.expect(3);
-        l.acknowledged(2);
-        assert_eq!(l.in_flight(), 1);
-        l.acknowledged(1);
+        let (sealed, noted) = l.seal();
+        assert_eq!(noted[&tp(0)], 10);
+        // Consumption goes on into the next epoch while the sealed one is in flight.
+        l.consumed(&tp(0), 20);
+        l.expect(2);
+        assert_ne!(l.epoch(), sealed);
+        l.acknowledged(l.epoch(), 2);
+        assert!(
+            !l.settled(sealed),
+            "the next epoch's acks must not settle the sealed one"
+        );
+        assert_eq!(l.in_flight(), 3);
+        l.acknowledged(sealed, 2);
+        assert!(!l.settled(sealed));
+        l.expect_in(sealed, 1); // an alert raised by one of the sealed epoch's forecasts
+        l.acknowledged(sealed, 1);
+        assert!(!l.settled(sealed));
+        l.acknowledged(sealed, 1);
+        assert!(l.settled(sealed));
         assert_eq!(l.in_flight(), 0);
+        // What the sealed epoch commits is where it ended, not where consumption is now.
+        let tpl = l.uncommitted(&noted, |_| true);
+        assert_eq!(
+            tpl.find_partition("telemetry", 0).unwrap().offset(),
+            Offset::Offset(10)
+        );
+    }
+
+    #[test]
+    fn an_older_epoch_in_flight_keeps_a_newer_one_unsettled() {
+        let mut l = Ledger::default();
+        let (first, _) = l.seal();
+        l.expect(1);
+        let (second, _) = l.seal();
+        l.expect_in(first, 1);
+        assert!(!l.settled(second));
+        l.acknowledged(second, 1);
+        assert!(!l.settled(second), "an epoch before it is still in flight");
+        l.acknowledged(first, 1);
+        assert!(l.settled(second));
+    }
+
+    #[test]
+    fn batches_are_counted_by_epoch_oldest_first() {
+        assert_eq!(by_epoch([4, 4, 3, 4, 3]), vec![(3, 2), (4, 3)]);
+        assert_eq!(by_epoch([]), vec![]);
     }
 }

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use maintcast_proto::{MaintenanceEvent, Telemetry};
 
+use crate::offsets::Epoch;
 use crate::quality::Evidence;
 use crate::window::{MachineWindow, RowOutcome, WindowStore};
 
@@ -20,6 +21,8 @@ pub struct ForecastRequest {
     pub evidence: Evidence,
     pub machine_type: Option<String>,
     pub site: Option<String>,
+    /// The ledger epoch of the row it answers; the service loop sets it as it queues the request.
+    pub epoch: Epoch,
 }
 
 /// What a telemetry row led to.
@@ -187,6 +190,12 @@ impl Pipeline {
     pub fn checkpointed(&mut self) {
         self.dirty.clear();
     }
+
+    /// Machines whose checkpoint was not delivered: the next snapshot writes them again.
+    pub fn mark_dirty(&mut self, ids: impl IntoIterator<Item = String>) {
+        self.dirty
+            .extend(ids.into_iter().filter(|id| self.store.get(id).is_some()));
+    }
 }
 
 /// The machine's newest window as inference wants it.
@@ -205,6 +214,7 @@ fn request(store: &WindowStore, machine_id: &str, ts_ms: i64) -> ForecastRequest
         evidence,
         machine_type: w.machine_type.clone(),
         site: w.site.clone(),
+        epoch: 0,
     }
 }
 

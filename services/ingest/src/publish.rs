@@ -1,5 +1,5 @@
 //! Kafka out: dead letters and alerts. A record counts as done only when the broker's delivery
-//! report says so; a failed delivery is retried (the commit barrier waits for it), so no record
+//! report says so; a failed delivery is retried (its epoch's commit waits for it), so no record
 //! derived from a committed offset is ever lost.
 
 use std::time::Duration;

@@ -1,9 +1,10 @@
 //! The running service, wired: source (Kafka) -> decode -> pipeline (windows) -> infer -> sink
-//! (InfluxDB) and publish (DLQ, alerts) -> offsets (commit at barriers).
+//! (InfluxDB) and publish (DLQ, alerts) -> offsets (committed by epoch).
 //!
-//! Every `commit_interval` consumption stops until every record derived from what was consumed is
-//! acknowledged (see `offsets`), the changed windows are checkpointed, and the consumed positions
-//! are committed. A revoke drains the same way before the partitions move.
+//! Every `commit_interval` the current epoch is sealed (see `offsets`): its consumed positions and
+//! changed windows are noted, and consumption goes on. Once every record derived from the sealed
+//! epoch is acknowledged, the windows are checkpointed and the positions committed. A revoke or a
+//! shutdown stops consumption and waits until everything consumed is settled the same way.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -15,7 +16,6 @@ use maintcast_common::influx::Writer;
 use maintcast_common::shutdown::Shutdown;
 use maintcast_proto::Decoder;
 use prometheus_client::registry::Registry;
-use rdkafka::TopicPartitionList;
 use rdkafka::producer::FutureProducer;
 use tokio::sync::mpsc;
 
@@ -30,10 +30,13 @@ use crate::pipeline::{ForecastRequest, Pipeline};
 use crate::publish::Publisher;
 use crate::serving::{ServingModel, parse_device};
 use crate::sink::{Sink, WriteItem};
-use crate::source::{self, KafkaConsumer, Partition, Polled, Source};
+use crate::source::{self, KafkaConsumer, Polled, Source};
 use crate::window::WindowStore;
 
+mod commits;
 mod messages;
+
+use commits::{Revoking, Sealed};
 
 /// Runs the service until `shutdown` fires, then drains, commits and returns.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -154,6 +157,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         write_tx,
         score_tx,
         score_jobs: Vec::new(),
+        sealed: None,
         metrics,
         health,
         shutdown: shutdown.clone(),
@@ -196,18 +200,15 @@ struct Loop {
     req_tx: mpsc::Sender<ForecastRequest>,
     write_tx: mpsc::Sender<WriteItem>,
     score_tx: mpsc::UnboundedSender<ScoreJob>,
-    /// Maintenance events applied since the last barrier, scored once what came before is written.
+    /// Maintenance events applied in the current epoch, scored once it settles.
     score_jobs: Vec<ScoreJob>,
+    /// The epoch waiting to settle; at most one, so a slow sink delays commits, not consumption
+    /// (which the bounded queues to inference and InfluxDB pace).
+    sealed: Option<Sealed>,
     metrics: Metrics,
     health: Health,
     shutdown: Shutdown,
 }
-
-/// A revoke waiting for the drain: its partitions and where to send the offsets to commit.
-type Revoking = (
-    Vec<Partition>,
-    std::sync::mpsc::SyncSender<TopicPartitionList>,
-);
 
 impl Loop {
     async fn run(
@@ -235,7 +236,13 @@ impl Loop {
                     draining = true;
                     stop_deadline = Some(tokio::time::Instant::now() + self.config.drain_timeout);
                 }
-                _ = commit_tick.tick(), if !draining => draining = true,
+                // A tick while the last sealed epoch is still settling is skipped: its commit
+                // covers what came before, and the next tick seals the rest.
+                _ = commit_tick.tick(), if !draining => {
+                    if self.sealed.is_none() {
+                        self.seal(None);
+                    }
+                }
                 _ = health_tick.tick() => {
                     self.health.refresh(&self.metrics);
                 }
@@ -257,8 +264,11 @@ impl Loop {
                 _ = tokio::time::sleep(Duration::from_millis(20)), if draining => {}
             }
 
-            if draining && self.ledger.in_flight() == 0 && !self.release_scores() {
-                self.barrier(revoking.take()).await;
+            // A drain seals what was consumed since the last epoch once that one is committed.
+            if draining && self.sealed.is_none() {
+                self.seal(Some(revoking.take()));
+            }
+            if self.settle().await == Some(true) {
                 draining = false;
                 if stopping {
                     return Ok(());
@@ -299,16 +309,26 @@ impl Loop {
     fn on_ack(&mut self, ack: Ack) {
         match ack {
             Ack::Written { items, forecasts } => {
-                self.ledger.acknowledged(items);
-                for f in forecasts {
-                    self.maybe_alert(&f);
+                // Alerts are expected before the batch is acknowledged, so its epoch cannot
+                // settle between the two.
+                if let Some(&(oldest, _)) = items.first() {
+                    for f in forecasts {
+                        self.maybe_alert(&f, oldest);
+                    }
+                }
+                for (epoch, n) in items {
+                    self.ledger.acknowledged(epoch, n);
                 }
             }
-            Ack::Delivered => self.ledger.acknowledged(1),
-            Ack::Dropped(n) => self.ledger.acknowledged(n),
-            Ack::Scored => self.ledger.acknowledged(1),
-            Ack::AlertDelivered { machine_id, due } => {
-                self.ledger.acknowledged(1);
+            Ack::Delivered(epoch) | Ack::Dropped(epoch) | Ack::Scored(epoch) => {
+                self.ledger.acknowledged(epoch, 1)
+            }
+            Ack::AlertDelivered {
+                machine_id,
+                due,
+                epoch,
+            } => {
+                self.ledger.acknowledged(epoch, 1);
                 self.metrics.alerts_sent.inc();
                 // Only the newest state sent may settle the window's; an older delivery that
                 // completes late must not overwrite it.
@@ -320,83 +340,5 @@ impl Loop {
                 }
             }
         }
-    }
-
-    /// At a barrier every forecast made before the pending events is in InfluxDB, so their lives
-    /// can be read back and scored. The jobs count as in flight: the commit past an event waits
-    /// for its score, so a crash before it replays the event and scores it then (scoring is
-    /// idempotent). Returns whether any job was released (the barrier then waits for them).
-    fn release_scores(&mut self) -> bool {
-        if self.score_jobs.is_empty() {
-            return false;
-        }
-        let mut released = 0;
-        for job in self.score_jobs.drain(..) {
-            if self.score_tx.send(job).is_ok() {
-                released += 1;
-            }
-        }
-        self.ledger.expect(released);
-        released > 0
-    }
-
-    /// Everything consumed is acknowledged: checkpoint, then commit (or answer a revoke).
-    async fn barrier(&mut self, revoking: Option<Revoking>) {
-        // Checkpoints first: a committed offset must never be ahead of the windows.
-        let checkpointed = checkpoint::write_dirty(
-            &self.config,
-            &self.producer,
-            &mut self.pipeline,
-            &self.ledger,
-        )
-        .await;
-        match revoking {
-            Some((partitions, reply)) => {
-                let offsets = if checkpointed {
-                    self.ledger.uncommitted(|tp| partitions.contains(tp))
-                } else {
-                    TopicPartitionList::new()
-                };
-                // The poll thread commits these before the partitions go.
-                let _ = reply.send(offsets);
-                self.revoke(partitions);
-            }
-            None if checkpointed => self.ledger.commit(&self.consumer),
-            None => {}
-        }
-    }
-
-    /// Forgets revoked partitions: their windows belong to their next owner, which restores them
-    /// from the checkpoints just written.
-    fn revoke(&mut self, revoked: Vec<Partition>) {
-        let mut gone = HashSet::new();
-        for tp in revoked {
-            tracing::info!(topic = tp.0, partition = tp.1, "partition revoked");
-            if tp.0 == self.config.topics.telemetry {
-                gone.insert(tp.1);
-            }
-            self.ledger.revoke(&tp);
-        }
-        self.pipeline.drop_partitions(&gone);
-    }
-
-    /// Takes on newly assigned partitions with their windows from the checkpoint topic, which
-    /// match the committed offset consumption starts from.
-    async fn assign(&mut self, newly: Vec<Partition>) -> anyhow::Result<()> {
-        let mut fresh = HashSet::new();
-        for tp in newly {
-            tracing::info!(topic = tp.0, partition = tp.1, "partition assigned");
-            if tp.0 == self.config.topics.telemetry {
-                fresh.insert(tp.1);
-            }
-            self.ledger.assign(tp);
-        }
-        // Windows still held for these partitions (a revoke that timed out) may be ahead of the
-        // committed offset; the checkpoint is not.
-        self.pipeline.drop_partitions(&fresh);
-        if fresh.is_empty() {
-            return Ok(());
-        }
-        checkpoint::restore(&self.config, &fresh, &mut self.pipeline, &self.shutdown).await
     }
 }

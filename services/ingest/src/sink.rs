@@ -1,7 +1,7 @@
 //! InfluxDB out: forecasts and raw history, written in batches. A batch InfluxDB refuses as too
 //! large is split; one it refuses for its content is bisected until the refused points are found,
 //! and those go to the DLQ with InfluxDB's reason while the rest are written. Nothing is counted
-//! as written, or acknowledged to the commit barrier, before InfluxDB or the DLQ has it.
+//! as written, or acknowledged to the offset ledger, before InfluxDB or the DLQ has it.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -14,7 +14,7 @@ use maintcast_proto::Forecast;
 use tokio::sync::mpsc;
 
 use crate::metrics::{Health, Metrics, labels};
-use crate::offsets::Ack;
+use crate::offsets::{Ack, Epoch, by_epoch};
 use crate::publish::{OutRecord, Publisher};
 
 /// Where a raw point came from, so a refused one can be traced in the DLQ.
@@ -33,11 +33,21 @@ pub enum WriteItem {
         served: Forecast,
         /// Boxed: most items have none, and the channel's slots stay the size of one forecast.
         shadow: Option<Box<Forecast>>,
+        epoch: Epoch,
     },
     Raw {
         point: DataPoint,
         origin: Origin,
+        epoch: Epoch,
     },
+}
+
+impl WriteItem {
+    fn epoch(&self) -> Epoch {
+        match self {
+            WriteItem::Forecast { epoch, .. } | WriteItem::Raw { epoch, .. } => *epoch,
+        }
+    }
 }
 
 pub struct Sink {
@@ -74,12 +84,13 @@ impl Sink {
                     Err(_) => break,
                 }
             }
+            let epochs = by_epoch(items.iter().map(WriteItem::epoch));
             let n = items.len();
             let mut points = Vec::with_capacity(n);
             let mut metas = Vec::with_capacity(n);
             for item in items.drain(..) {
                 match item {
-                    WriteItem::Forecast { served, shadow } => {
+                    WriteItem::Forecast { served, shadow, .. } => {
                         if let Some(s) = shadow {
                             match Point::shadow_forecast(&s).map(|p| p.data_point()) {
                                 Ok(p) => {
@@ -104,7 +115,7 @@ impl Sink {
                             }
                         }
                     }
-                    WriteItem::Raw { point, origin } => {
+                    WriteItem::Raw { point, origin, .. } => {
                         points.push(point);
                         metas.push(Meta::Raw(origin));
                     }
@@ -133,7 +144,7 @@ impl Sink {
                 .forecasts_written
                 .inc_by(forecasts.len() as u64);
             let _ = self.acks.send(Ack::Written {
-                items: n,
+                items: epochs,
                 forecasts,
             });
         }

@@ -45,7 +45,7 @@ pub struct IngestContext {
     /// callbacks run inside its `poll`), so the lock is never contended.
     pending: Mutex<Vec<OwnedMessage>>,
     /// How long a revoke waits for the loop's drain before the rebalance goes on without it (the
-    /// last barrier's commit then stands, and the next owner re-forecasts from there).
+    /// last commit then stands, and the next owner re-forecasts from there).
     revoke_timeout: Duration,
 }
 
@@ -102,12 +102,12 @@ impl ConsumerContext for IngestContext {
                     tracing::info!(partitions = offsets.count(), "offsets committed on revoke")
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "commit on revoke failed; the last barrier's offsets stand")
+                    tracing::warn!(error = %e, "commit on revoke failed; the last committed offsets stand")
                 }
             },
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => tracing::warn!(
                 timeout = ?self.revoke_timeout,
-                "revoked partitions not drained in time; the last barrier's offsets stand"
+                "revoked partitions not drained in time; the last committed offsets stand"
             ),
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {}
         }
@@ -136,7 +136,7 @@ impl Source {
     /// Subscribes to telemetry and events; returns the source and the channel the loop reads.
     pub fn start(config: &Config) -> anyhow::Result<(Source, mpsc::Receiver<Polled>)> {
         let (tx, rx) = mpsc::channel::<Polled>(CHANNEL_BATCHES);
-        let consumer: KafkaConsumer = maintcast_common::kafka::client_config(&config.brokers)
+        let consumer: KafkaConsumer = consumer_config(&config.brokers, std::env::vars())
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -187,15 +187,37 @@ impl Source {
     }
 }
 
+/// librdkafka stops fetching a partition while its local queue is over `queued.min.messages`,
+/// and by default waits a whole second before it looks again. Whenever the loop is the slower
+/// side (catching up, or the poll thread's channel full) that second left the queue empty and
+/// the loop idle: a catching-up service ran at half the rate it could decode. The queue's
+/// thresholds still bound its memory; this only makes fetching resume promptly. A
+/// `MAINTCAST_KAFKA_FETCH_QUEUE_BACKOFF_MS` in the environment takes precedence.
+const FETCH_QUEUE_BACKOFF: &str = "fetch.queue.backoff.ms";
+const FETCH_QUEUE_BACKOFF_MS: &str = "10";
+
+/// The consumer's client config: `vars` passed through as `maintcast_common::kafka` reads them,
+/// and the fetch backoff below unless they set it.
+fn consumer_config(
+    brokers: &str,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> rdkafka::ClientConfig {
+    let mut client = maintcast_common::kafka::client_config_from(brokers, vars);
+    if client.get(FETCH_QUEUE_BACKOFF).is_none() {
+        client.set(FETCH_QUEUE_BACKOFF, FETCH_QUEUE_BACKOFF_MS);
+    }
+    client
+}
+
 /// The most messages handed over at once: enough to amortise the hand-over, few enough that
 /// the loop sees acknowledgements and ticks between batches.
 const MAX_BATCH: usize = 256;
 
 /// Batches waiting for the loop. While it drains or waits on a full queue downstream, the poll
 /// thread holds at most this many batches plus the one it is gathering (16,640 raw messages, about
-/// 10 MiB of small ones), then stops polling: that bounds the memory an outage can fill. Fewer
-/// cost throughput: a catching-up service made 128k rows/s with 4 or 16 batches, 126-143k with
-/// 64 (BENCHMARKS.md, "Decode that scales").
+/// 10 MiB of small ones), then stops polling: that bounds the memory an outage can fill. The
+/// read-ahead that keeps a catching-up loop busy is librdkafka's own fetch queue, bounded by its
+/// `queued.*` settings (see `FETCH_QUEUE_BACKOFF_MS`).
 const CHANNEL_BATCHES: usize = 64;
 
 /// Polls the consumer until `stop` is set or the loop is gone. Blocking on a full channel is the
@@ -311,4 +333,23 @@ pub fn header(msg: &impl Message, name: &str) -> Option<String> {
         .find(|h| h.key.eq_ignore_ascii_case(name))
         .and_then(|h| h.value)
         .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetching_resumes_promptly_unless_the_environment_says_otherwise() {
+        let ours = consumer_config("b:9092", Vec::new());
+        assert_eq!(ours.get(FETCH_QUEUE_BACKOFF), Some(FETCH_QUEUE_BACKOFF_MS));
+        let theirs = consumer_config(
+            "b:9092",
+            vec![(
+                "MAINTCAST_KAFKA_FETCH_QUEUE_BACKOFF_MS".to_string(),
+                "250".to_string(),
+            )],
+        );
+        assert_eq!(theirs.get(FETCH_QUEUE_BACKOFF), Some("250"));
+    }
 }

@@ -13,7 +13,7 @@ use rdkafka::message::{Message, OwnedMessage};
 use super::Loop;
 use crate::accuracy::ScoreJob;
 use crate::metrics::labels;
-use crate::offsets::Ack;
+use crate::offsets::{Ack, Epoch};
 use crate::publish::OutRecord;
 use crate::sink::{Origin, WriteItem};
 use crate::source::{self, Partition};
@@ -24,7 +24,9 @@ use crate::window::RowOutcome;
 const MAX_UNKNOWN_SENSOR_LABELS: usize = 200;
 
 impl Loop {
-    pub(super) fn maybe_alert(&mut self, f: &Forecast) {
+    /// An alert counts in `epoch`, the oldest of its forecast's batch: the commit past the row
+    /// that raised it waits for its delivery.
+    pub(super) fn maybe_alert(&mut self, f: &Forecast, epoch: Epoch) {
         let Some(w) = self.pipeline.store().get(&f.machine_id) else {
             return;
         };
@@ -57,15 +59,18 @@ impl Loop {
         let ack = Ack::AlertDelivered {
             machine_id: f.machine_id.clone(),
             due,
+            epoch,
         };
         let n = self.publisher.send(record, "alert", ack);
-        self.ledger.expect(n);
+        self.ledger.expect_in(epoch, n);
     }
 
     pub(super) fn dead_letter(&mut self, msg: &OwnedMessage, error: &str, reason: &str) {
         tracing::debug!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), %error, "rejected message");
         let record = OutRecord::dead_letter(&self.config.topics.dlq, msg, error);
-        let n = self.publisher.send(record, "dlq", Ack::Delivered);
+        let n = self
+            .publisher
+            .send(record, "dlq", Ack::Delivered(self.ledger.epoch()));
         self.ledger.expect(n);
         self.metrics
             .rejected
@@ -161,7 +166,8 @@ impl Loop {
             let point = Point::telemetry(&t).map(|p| p.data_point());
             self.write_history(msg, &t.machine_id, point).await?;
         }
-        if let Some(req) = step.forecast {
+        if let Some(mut req) = step.forecast {
+            req.epoch = self.ledger.epoch();
             self.ledger.expect(1);
             // Blocks when inference is behind: consumption pauses.
             self.req_tx
@@ -187,12 +193,13 @@ impl Loop {
         self.check_key(msg, &ev.machine_id);
         let step = self.pipeline.on_event(&ev, msg.partition());
         if step.reset {
-            // Scored at the next barrier, when every forecast of the life it ended is written.
+            // Scored once its epoch settles, when every forecast of the life it ended is written.
             self.score_jobs.push(ScoreJob {
                 machine_id: ev.machine_id.clone(),
                 since_ms: step.previous_reset_ms,
                 event_ms: ev.ts_ms,
                 kind: ev.kind,
+                epoch: self.ledger.epoch(),
             });
         }
         // Every event is history, also a stale one: the trainer decides what it means.
@@ -225,7 +232,11 @@ impl Loop {
         };
         self.ledger.expect(1);
         self.write_tx
-            .send(WriteItem::Raw { point, origin })
+            .send(WriteItem::Raw {
+                point,
+                origin,
+                epoch: self.ledger.epoch(),
+            })
             .await
             .map_err(|_| anyhow::anyhow!("writer stopped"))
     }
