@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde::de::{self, MapAccess, Visitor};
 
 use crate::messages::{MaintenanceEvent, MaintenanceKind, Telemetry};
-use crate::pb;
+use crate::{pb, wire};
 
 /// What is wrong with a message. The `Display` text goes to the DLQ `error` header, so it names
 /// the field and the rule.
@@ -207,17 +207,13 @@ impl Decoder {
                 (raw.machine_id, ts, sensors, raw.machine_type, raw.site)
             }
             ContentType::Protobuf => {
-                let raw = pb::Telemetry::decode(bytes)
+                let raw = wire::TelemetryWire::decode(bytes)
                     .map_err(|e| DecodeError::Protobuf(e.to_string()))?;
                 let ts = raw.ts_ms.ok_or(DecodeError::MissingTimestamp)?;
-                // A map has unique keys by construction; sort so the row does not depend on the
-                // hash order of the generated HashMap.
-                let mut sensors: Vec<(String, f64)> = raw.sensors.into_iter().collect();
-                sensors.sort_by(|a, b| a.0.cmp(&b.0));
                 (
                     Some(raw.machine_id),
                     ts,
-                    sensors,
+                    wire::sensors(raw.sensors),
                     raw.machine_type,
                     raw.site,
                 )
@@ -496,7 +492,7 @@ impl<'de> Deserialize<'de> for SensorsJson {
 
 /// FNV-1a of a sensor name: not a hash table key (no attacker gains from collisions, they only
 /// cost a string compare), just a cheap way to tell most names apart.
-fn fingerprint(name: &str) -> u64 {
+pub(crate) fn fingerprint(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -8,6 +8,7 @@
 
 mod decode;
 mod messages;
+mod wire;
 
 pub use decode::{
     ContentType, DecodeError, Decoder, Limits, MIN_PLAUSIBLE_TS_MS, decode_maintenance_event,

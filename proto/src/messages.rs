@@ -31,11 +31,20 @@ impl Telemetry {
         serde_json::to_vec(self).expect("telemetry always serialises")
     }
 
+    /// `maintcast.v1.Telemetry`, its sensors in the row's order (the generated type would write
+    /// them in hash order).
     pub fn to_protobuf(&self) -> Vec<u8> {
-        pb::Telemetry {
+        crate::wire::TelemetryWire {
             machine_id: self.machine_id.clone(),
             ts_ms: Some(self.ts_ms),
-            sensors: self.sensors.iter().cloned().collect(),
+            sensors: self
+                .sensors
+                .iter()
+                .map(|(key, value)| crate::wire::SensorEntry {
+                    key: key.clone(),
+                    value: *value,
+                })
+                .collect(),
             machine_type: self.machine_type.clone(),
             site: self.site.clone(),
         }
