@@ -219,7 +219,14 @@ async fn history_through_ingest_retrains_and_the_running_ingest_serves_the_new_v
     );
 
     // Retrain from what ingest wrote. v1's card covers the same rows, so the new-data rule would
-    // skip the round; this test is about the loop, the skip rule has its own test.
+    // skip the round; this test is about the loop, the skip rule has its own test. The recipe's
+    // label policy names an event kind, so the round fails unless the kinds ingest wrote come
+    // back from InfluxDB with the events.
+    std::fs::write(
+        root.path().join("tiny.toml"),
+        fleet::TINY_RECIPE.replace("[data]\n", "[data]\nends_on = [\"repair\"]\n"),
+    )
+    .unwrap();
     let o = train_once(
         &env,
         root.path(),
@@ -236,6 +243,8 @@ async fn history_through_ingest_retrains_and_the_running_ingest_serves_the_new_v
     let c2 = card(root.path(), &name, "v0002");
     assert_eq!(c2["parent_version"], "v0001");
     assert_eq!(c2["data"]["source"], "influxdb");
+    assert_eq!(c2["target"]["ends_on"], serde_json::json!(["repair"]));
+    assert_eq!(c2["target"]["name"], "days_to_repair");
     assert_eq!(
         c2["data"]["labelled_rows"].as_u64().unwrap() as usize,
         f.rows.len()

@@ -24,6 +24,9 @@ pub const CARD_FILE: &str = "model.json";
 pub struct TargetSpec {
     pub name: String,
     pub cap: f32,
+    /// The label policy: event kinds that end a cycle; empty = every maintenance event.
+    #[serde(default)]
+    pub ends_on: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -38,6 +41,9 @@ pub struct ModelCard {
     pub min_rows: usize,
     pub target: TargetSpec,
     pub scaler: Scaler,
+    /// Exponential smoothing of each window's scaled rows before the network (1 = none).
+    #[serde(default = "no_smoothing")]
+    pub ema_alpha: f32,
     pub arch: ArchConfig,
     pub interval: IntervalSpec,
     /// Networks averaged for a forecast; with more than one, weights are prefixed `member.{k}.`.
@@ -138,6 +144,10 @@ impl FeatureStats {
     }
 }
 
+fn no_smoothing() -> f32 {
+    1.0
+}
+
 impl ModelCard {
     /// Tensor name prefix of ensemble member `k`.
     pub fn member_prefix(&self, k: usize) -> String {
@@ -183,6 +193,9 @@ impl ModelCard {
         }
         if self.members == 0 {
             return bad("members must be at least 1".into());
+        }
+        if self.ema_alpha.is_nan() || self.ema_alpha <= 0.0 || self.ema_alpha > 1.0 {
+            return bad(format!("ema_alpha {} is not in (0, 1]", self.ema_alpha));
         }
         self.arch
             .validate()

@@ -7,7 +7,13 @@
 //! step = 1               # rows between consecutive training windows
 //! # min_rows = 60        # fewest rows that still get a (left-padded) window; default = window
 //! cap = 125.0            # labels (days to maintenance) are capped here
-//! val_fraction = 0.2     # share of machines held out whole for validation
+//! val_fraction = 0.2     # share of machines held out whole for validation (early stopping)
+//! cal_fraction = 0.0     # share held out whole for calibrating the interval; 0 = calibrate on
+//!                        # the validation machines (in-sample: early stopping saw them)
+//! interval_bins = 1      # conformal offsets per bin of the forecast (equal-count bins)
+//! ends_on = []           # event kinds that end a cycle (labels = days to the next such event);
+//!                        # empty = every event, e.g. ["failure"] = days to failure
+//! ema_alpha = 1.0        # exponential smoothing of each window's rows, 1 = none
 //! scaler = "min-max"     # or "z-score"
 //! # include = [...]      # sensors to consider (default: every sensor all machines have)
 //! exclude = []           # sensors never used
@@ -28,6 +34,7 @@
 //! min_delta = 0.0
 //! seed = 0
 //! ensemble = 1           # members trained with seeds seed, seed+1, ...; forecasts are their mean
+//! member_splits = "shared"  # or "per-member": each member early-stops on other machines
 //! [train.optimizer]
 //! kind = "nadam"         # "adam", "rmsprop", "sgd"; beta_1, beta_2, epsilon, rho, momentum
 //! [train.schedule]
@@ -59,6 +66,10 @@ pub struct DataConfig {
     pub min_rows: Option<usize>,
     pub cap: f32,
     pub val_fraction: f64,
+    pub cal_fraction: f64,
+    pub interval_bins: usize,
+    pub ends_on: Vec<String>,
+    pub ema_alpha: f32,
     pub scaler: ScalerKind,
     pub include: Option<Vec<String>>,
     pub exclude: Vec<String>,
@@ -73,6 +84,10 @@ impl Default for DataConfig {
             min_rows: None,
             cap: 125.0,
             val_fraction: 0.2,
+            cal_fraction: 0.0,
+            interval_bins: 1,
+            ends_on: Vec::new(),
+            ema_alpha: 1.0,
             scaler: ScalerKind::MinMax,
             include: None,
             exclude: Vec::new(),
@@ -118,6 +133,18 @@ pub struct TrainConfig {
     pub min_delta: f64,
     pub seed: u64,
     pub ensemble: usize,
+    pub member_splits: MemberSplits,
+}
+
+/// Which machines each ensemble member trains and early-stops on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MemberSplits {
+    /// One training/validation split for all members (they differ by seed only).
+    #[default]
+    Shared,
+    /// Member k draws its validation machines with seed + k, so members see different machines.
+    PerMember,
 }
 
 impl Default for TrainConfig {
@@ -135,6 +162,7 @@ impl Default for TrainConfig {
             min_delta: 0.0,
             seed: 0,
             ensemble: 1,
+            member_splits: MemberSplits::Shared,
         }
     }
 }
@@ -167,6 +195,22 @@ impl Config {
             return bad(format!(
                 "data.val_fraction must be in [0, 1), got {}",
                 d.val_fraction
+            ));
+        }
+        if !(0.0..1.0).contains(&d.cal_fraction) || d.val_fraction + d.cal_fraction >= 1.0 {
+            return bad(format!(
+                "data.cal_fraction must be in [0, 1) and leave training machines after \
+                 val_fraction, got {} + {}",
+                d.val_fraction, d.cal_fraction
+            ));
+        }
+        if d.interval_bins == 0 {
+            return bad("data.interval_bins must be at least 1".into());
+        }
+        if d.ema_alpha.is_nan() || d.ema_alpha <= 0.0 || d.ema_alpha > 1.0 {
+            return bad(format!(
+                "data.ema_alpha must be in (0, 1], got {}",
+                d.ema_alpha
             ));
         }
         let t = &self.train;
@@ -230,5 +274,11 @@ mod tests {
     fn committed_cmapss_config_parses() {
         let c = Config::from_toml(include_str!("../configs/cmapss-fd001.toml")).unwrap();
         assert_eq!((c.data.window, c.data.cap), (30, 125.0));
+        // the interval is calibrated out of sample, and the label says what it means
+        assert!(c.data.cal_fraction > 0.0);
+        assert_eq!(c.data.ends_on, ["failure"]);
+        assert!(Config::from_toml("[data]\nval_fraction = 0.5\ncal_fraction = 0.5\n").is_err());
+        assert!(Config::from_toml("[data]\nema_alpha = 0.0\n").is_err());
+        assert!(Config::from_toml("[train]\nmember_splits = \"per-member\"\n").is_ok());
     }
 }

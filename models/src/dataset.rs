@@ -9,12 +9,16 @@
 //!
 //! A window of `window` rows is labelled with its last row's label. Within a segment the windows
 //! end at its last row and every `step` rows before it, so the rows nearest the event (the ones
-//! that matter most) are always used. A segment shorter than `window` but with at least `min_rows`
-//! rows still yields windows, each left-padded with the segment's first row, ending every `step`
-//! rows down to `min_rows` rows.
+//! that matter most) are always used, down to the segment's `min_rows`-th row: windows ending
+//! before its `window`-th row are left-padded with the segment's first row. Those are the windows
+//! the ingest service forecasts from in the first rows after a maintenance, so a model with
+//! `min_rows < window` learns from inputs shaped like the ones it will be served; with the default
+//! `min_rows = window` no window is padded.
 //!
 //! Rows are filled, padded and scaled by the data path (`crate::prep`), segment by segment from
 //! its first row, exactly as the ingest service prepares a machine's rows after a maintenance.
+//!
+//! Over 450 lines only by its inline tests, which pin these windowing rules beside the code.
 
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 
@@ -70,10 +74,26 @@ pub fn labels(m: &MachineHistory, cap: f32) -> Vec<Option<f32>> {
 }
 
 /// Row ranges `[start, end)` between events that carry labels, in time order.
+///
+/// Every event the history knows of ends a segment, also one the label policy dropped from
+/// `events` (it stays in `event_kinds`): serving starts a machine's window afresh at any
+/// maintenance, so no training window may span one either. Labels still count down to the next
+/// event in `events`, and rows after the last of those carry none.
 pub fn labelled_segments(m: &MachineHistory) -> Vec<(usize, usize)> {
+    let Some(&last) = m.events.last() else {
+        return Vec::new();
+    };
+    let mut bounds: Vec<i64> = m
+        .events
+        .iter()
+        .copied()
+        .chain(m.event_kinds.keys().copied().filter(|&t| t < last))
+        .collect();
+    bounds.sort_unstable();
+    bounds.dedup();
     let mut out = Vec::new();
     let mut start = 0;
-    for &e in &m.events {
+    for &e in &bounds {
         let end = start + m.ts[start..].partition_point(|&t| t <= e);
         if end > start {
             out.push((start, end));
@@ -204,11 +224,7 @@ pub fn training_windows(
         let labels = labels(m, cap);
         for seg in labelled_segments(m) {
             let len = seg.1 - seg.0;
-            let shortest = if len >= spec.window {
-                spec.window
-            } else {
-                spec.min_rows.max(1)
-            };
+            let shortest = spec.min_rows.clamp(1, spec.window);
             if len < shortest {
                 continue;
             }
@@ -356,6 +372,22 @@ mod tests {
         };
         let w = training_windows(&[&m], &["idx".into()], &identity(), spec, 100.0).unwrap();
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn long_segments_also_yield_padded_windows_down_to_min_rows() {
+        // one segment of 6 rows, window 4: ends at rows 6, 5, 4 full, 3 and 2 padded
+        let m = machine(6, &[5]);
+        let spec = WindowSpec {
+            window: 4,
+            step: 1,
+            min_rows: 2,
+        };
+        let w = training_windows(&[&m], &["idx".into()], &identity(), spec, 100.0).unwrap();
+        assert_eq!(w.len(), 5);
+        assert_eq!(w.get(3), [0.0, 0.0, 1.0, 2.0]);
+        assert_eq!(w.get(4), [0.0, 0.0, 0.0, 1.0]);
+        assert_eq!(w.y, [0.0, 1.0, 2.0, 3.0, 4.0]);
     }
 
     #[test]

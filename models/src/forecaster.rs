@@ -9,6 +9,7 @@ use crate::artifact::{self, ModelCard};
 use crate::cpu_kernel::CpuKernel;
 use crate::error::{ModelError, Result};
 use crate::network::Network;
+use crate::smoothing;
 
 /// Days to maintenance and its prediction interval (`days_p10`, `days_p90` in InfluxDB).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -79,6 +80,20 @@ impl Forecaster {
                 self.card.features.len()
             )));
         }
+        let smoothed;
+        let windows = if self.card.ema_alpha < 1.0 {
+            let mut w = windows.to_vec();
+            smoothing::ema_windows(
+                &mut w,
+                self.card.window,
+                self.card.features.len(),
+                self.card.ema_alpha,
+            );
+            smoothed = w;
+            &smoothed[..]
+        } else {
+            windows
+        };
         let mut days = self.members[0].predict(windows, batch)?;
         for m in &self.members[1..] {
             for (d, p) in days.iter_mut().zip(m.predict(windows, batch)?) {

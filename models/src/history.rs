@@ -53,6 +53,9 @@ pub struct MachineHistory {
     pub values: Vec<f32>,
     /// Maintenance event times, epoch ms, sorted.
     pub events: Vec<i64>,
+    /// The kind of each event that has one (`failure`, `repair`, `scheduled`, ...), by time; the
+    /// label policy (`data.ends_on`) chooses which kinds end a cycle.
+    pub event_kinds: BTreeMap<i64, String>,
 }
 
 impl MachineHistory {
@@ -255,6 +258,7 @@ pub fn attach_events<R: std::io::Read>(
         .headers()
         .map_err(|e| ModelError::Data(format!("{origin}: {e}")))?
         .clone();
+    let kind_col = header.iter().position(|h| h == "kind");
     let (Some(id_col), Some(ts_col)) = (
         header.iter().position(|h| h == "machine_id"),
         header.iter().position(|h| h == "ts"),
@@ -275,6 +279,9 @@ pub fn attach_events<R: std::io::Read>(
             .map_err(|e| ModelError::Data(format!("{origin}: row {}: {e}", line + 1)))?;
         if let Some(&i) = rec.get(id_col).and_then(|id| index.get(id)) {
             history.machines[i].events.push(ts);
+            if let Some(kind) = kind_col.and_then(|c| rec.get(c)).filter(|k| !k.is_empty()) {
+                history.machines[i].event_kinds.insert(ts, kind.to_string());
+            }
         }
     }
     for m in &mut history.machines {
@@ -310,7 +317,9 @@ pub fn read_cmapss(dir: &Path, subset: &str) -> Result<Cmapss> {
     let mut train = parse_cmapss(&text, &p)?;
     for m in &mut train.machines {
         // The last training cycle is the failure: that is the maintenance event.
-        m.events = vec![*m.ts.last().expect("parse_cmapss never yields empty units")];
+        let last = *m.ts.last().expect("parse_cmapss never yields empty units");
+        m.events = vec![last];
+        m.event_kinds.insert(last, "failure".into());
     }
     let (p, text) = read("test")?;
     let test = parse_cmapss(&text, &p)?;
@@ -442,6 +451,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(h.machines[0].events, [3, 5]);
+        let kinds: Vec<(i64, &str)> = h.machines[0]
+            .event_kinds
+            .iter()
+            .map(|(t, k)| (*t, k.as_str()))
+            .collect();
+        assert_eq!(kinds, [(3, "scheduled"), (5, "repair")]);
     }
 
     #[test]

@@ -42,14 +42,17 @@ pub mod config;
 pub mod dataset;
 pub mod device;
 pub mod error;
+pub mod evaluate;
 pub mod forecaster;
 pub mod history;
+pub mod labels;
 pub mod metrics;
 pub mod optim;
 pub mod pipeline;
 pub mod prep;
 pub mod registry;
 pub mod scaler;
+pub mod smoothing;
 mod stepwise;
 pub mod train;
 

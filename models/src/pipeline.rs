@@ -1,21 +1,23 @@
 //! One training job from a history to a staged model, and the evaluation of a model on data.
-//! The `maintcast train` / `eval` commands, the trainer service and the sweep all go through here.
+//! The `maintcast train` / `eval` commands, the trainer service and the sweep all go through here;
+//! the evaluation itself lives in `evaluate.rs`.
 
 use std::path::Path;
 
 use candle_core::Device;
 use candle_nn::VarMap;
-use serde::Serialize;
 
 use crate::artifact::{self, ModelCard, TargetSpec};
-use crate::config::Config;
+use crate::config::{Config, MemberSplits};
 use crate::dataset::{self, WindowSpec, Windows};
 use crate::error::{ModelError, Result};
-use crate::forecaster::Forecaster;
-use crate::history::{Cmapss, History, MachineHistory};
+pub use crate::evaluate::{EvalReport, evaluate_cmapss, evaluate_history, evaluate_truncated};
+use crate::history::{History, MachineHistory};
+use crate::labels;
 use crate::metrics::{self, IntervalSpec};
 use crate::network::ArchConfig;
 use crate::scaler::Scaler;
+use crate::smoothing;
 use crate::train::{self, EpochReport};
 
 /// A trained model, not yet on disk.
@@ -59,6 +61,55 @@ fn choose_features(
     Ok(features)
 }
 
+/// The seed of the calibration split, apart from the training seed's splits so that changing
+/// `val_fraction` or the member split leaves the calibration machines where they are.
+const CAL_SEED: u64 = 0xca1_1b7a7e;
+
+/// Machine indices: held out for calibration, and per member (training, validation).
+struct Splits {
+    cal: Vec<usize>,
+    members: Vec<(Vec<usize>, Vec<usize>)>,
+}
+
+fn splits(n: usize, cfg: &Config) -> Splits {
+    let d = &cfg.data;
+    let (fit, cal) = if d.cal_fraction > 0.0 {
+        dataset::split_machines(n, d.cal_fraction, cfg.train.seed ^ CAL_SEED)
+    } else {
+        ((0..n).collect(), Vec::new())
+    };
+    // val_fraction is a share of all machines; without a calibration split this is the split
+    // every earlier model was trained with.
+    let val_share = d.val_fraction / (1.0 - d.cal_fraction);
+    let members = (0..cfg.train.ensemble)
+        .map(|k| {
+            let seed = match cfg.train.member_splits {
+                MemberSplits::Shared => cfg.train.seed,
+                MemberSplits::PerMember => cfg.train.seed + k as u64,
+            };
+            let (t, v) = dataset::split_machines(fit.len(), val_share, seed);
+            (
+                t.into_iter().map(|i| fit[i]).collect(),
+                v.into_iter().map(|i| fit[i]).collect(),
+            )
+        })
+        .collect();
+    Splits { cal, members }
+}
+
+/// Labelled windows of `machines` with the recipe's smoothing applied.
+fn windows_of(
+    machines: &[&MachineHistory],
+    features: &[String],
+    scaler: &Scaler,
+    spec: WindowSpec,
+    cfg: &Config,
+) -> Result<Windows> {
+    let mut w = dataset::training_windows(machines, features, scaler, spec, cfg.data.cap)?;
+    smoothing::ema_windows(&mut w.x, w.window, w.n_features, cfg.data.ema_alpha);
+    Ok(w)
+}
+
 /// Trains on `history` as `cfg` says. `on_epoch(member, report)` sees every epoch of every member.
 pub fn train_model(
     history: &History,
@@ -68,13 +119,20 @@ pub fn train_model(
 ) -> Result<Trained> {
     cfg.validate()?;
     let d = &cfg.data;
-    let (tr_idx, va_idx) =
-        dataset::split_machines(history.machines.len(), d.val_fraction, cfg.train.seed);
-    let train_m: Vec<&MachineHistory> = tr_idx.iter().map(|&i| &history.machines[i]).collect();
-    let val_m: Vec<&MachineHistory> = va_idx.iter().map(|&i| &history.machines[i]).collect();
-    let features = choose_features(cfg, history, &train_m)?;
+    let history = labels::apply(history, &d.ends_on)?;
+    let pick = |idx: &[usize]| -> Vec<&MachineHistory> {
+        idx.iter().map(|&i| &history.machines[i]).collect()
+    };
+    let sp = splits(history.machines.len(), cfg);
+    // Features and scaler come from every machine some member trains on, never from the
+    // calibration machines.
+    let mut fit_idx: Vec<usize> = sp.members.iter().flat_map(|m| m.0.clone()).collect();
+    fit_idx.sort_unstable();
+    fit_idx.dedup();
+    let fit_m = pick(&fit_idx);
+    let features = choose_features(cfg, &history, &fit_m)?;
     let n_features = features.len();
-    let rows = dataset::training_rows(&train_m, &features)?;
+    let rows = dataset::training_rows(&fit_m, &features)?;
     if rows.is_empty() {
         return Err(ModelError::Data(
             "the training machines have no labelled rows (no maintenance events?)".into(),
@@ -86,66 +144,106 @@ pub fn train_model(
         step: d.step,
         min_rows: d.min_rows(),
     };
-    let train_w = dataset::training_windows(&train_m, &features, &scaler, spec, d.cap)?;
-    // Validation looks at every window (step 1) so its figures do not depend on `step`.
-    let val_w = dataset::training_windows(
-        &val_m,
-        &features,
-        &scaler,
-        WindowSpec { step: 1, ..spec },
-        d.cap,
-    )?;
-    tracing::info!(
-        "{} training machines ({} windows), {} validation machines ({} windows), {} features: {:?}",
-        train_m.len(),
-        train_w.len(),
-        val_m.len(),
-        val_w.len(),
-        features.len(),
-        features
-    );
+    // Validation and calibration look at every window (step 1) so their figures do not depend on
+    // `step`.
+    let every = WindowSpec { step: 1, ..spec };
+    let cal_m = pick(&sp.cal);
+    let cal_w = windows_of(&cal_m, &features, &scaler, every, cfg)?;
     let arch = ArchConfig {
         n_features: features.len(),
         hidden: cfg.model.hidden.clone(),
         dropout: cfg.model.dropout,
     };
     let mut members = Vec::with_capacity(cfg.train.ensemble);
-    let mut val_sum = vec![0.0f32; val_w.len()];
     let mut member_reports = Vec::new();
-    for k in 0..cfg.train.ensemble {
+    let mut networks = Vec::new();
+    let mut first_val = None;
+    let mut built: Option<(Windows, Windows)> = None;
+    for (k, (tr_idx, va_idx)) in sp.members.iter().enumerate() {
         let seed = cfg.train.seed + k as u64;
-        let fitted = train::fit(
-            &arch,
-            &train_w,
-            &val_w,
-            &cfg.train,
-            seed,
-            device,
-            &mut |r| on_epoch(k, r),
-        )?;
-        if !val_w.is_empty() {
-            for (s, p) in val_sum
-                .iter_mut()
-                .zip(train::predict_all(&fitted.network, &val_w)?)
-            {
-                *s += p;
-            }
+        if k == 0 || cfg.train.member_splits == MemberSplits::PerMember {
+            let train_w = windows_of(&pick(tr_idx), &features, &scaler, spec, cfg)?;
+            let val_w = windows_of(&pick(va_idx), &features, &scaler, every, cfg)?;
+            tracing::info!(
+                "member {}: {} training machines ({} windows), {} validation machines ({} \
+                 windows), {} calibration machines ({} windows), {} features: {:?}",
+                k + 1,
+                tr_idx.len(),
+                train_w.len(),
+                va_idx.len(),
+                val_w.len(),
+                cal_m.len(),
+                cal_w.len(),
+                features.len(),
+                features
+            );
+            built = Some((train_w, val_w));
         }
+        let (train_w, val_w) = built.as_ref().expect("built for member 0");
+        let fitted = train::fit(&arch, train_w, val_w, &cfg.train, seed, device, &mut |r| {
+            on_epoch(k, r)
+        })?;
+        let best = &fitted.epochs[fitted.best_epoch - 1];
         member_reports.push(serde_json::json!({
             "seed": seed, "epochs": fitted.epochs.len(), "best_epoch": fitted.best_epoch,
-            "train_s": fitted.train_s,
-            "best_val_loss": fitted.epochs[fitted.best_epoch - 1].val_loss,
+            "train_s": fitted.train_s, "best_val_loss": best.val_loss,
+            "val_rmse": best.val_rmse, "val_mae": best.val_mae,
+            "val_machines": pick(va_idx).iter().map(|m| m.machine_id.clone()).collect::<Vec<_>>(),
         }));
+        if first_val.is_none() {
+            first_val = Some(val_w.clone());
+        }
         members.push(fitted.varmap);
+        networks.push(fitted.network);
     }
-    let k = members.len() as f32;
-    let val_pred: Vec<f32> = val_sum.iter().map(|s| (s / k).max(0.0)).collect();
-    let interval = IntervalSpec::calibrate(&val_pred, &val_w.y, 0.1, 0.9);
-    let (lo, hi): (Vec<f32>, Vec<f32>) = val_pred.iter().map(|&p| interval.bounds(p)).unzip();
+    let ensemble = |w: &Windows| -> Result<Vec<f32>> {
+        let mut sum = vec![0.0f32; w.len()];
+        if !w.is_empty() {
+            for n in &networks {
+                for (s, p) in sum.iter_mut().zip(train::predict_all(n, w)?) {
+                    *s += p;
+                }
+            }
+        }
+        let k = networks.len() as f32;
+        Ok(sum.iter().map(|s| (s / k).max(0.0)).collect())
+    };
+    // Member 0's validation machines: with shared splits, every member's.
+    let val_w = first_val.unwrap_or_default();
+    let val_pred = ensemble(&val_w)?;
+    let cal_pred = ensemble(&cal_w)?;
+    let (calib_from, cp, cy) = if cal_w.is_empty() {
+        (
+            "validation machines (in-sample: early stopping saw them)",
+            &val_pred,
+            &val_w.y,
+        )
+    } else {
+        (
+            "calibration machines (held out from training and early stopping)",
+            &cal_pred,
+            &cal_w.y,
+        )
+    };
+    let interval = IntervalSpec::calibrate_binned(cp, cy, 0.1, 0.9, d.interval_bins);
+    let scores = |pred: &[f32], w: &Windows| {
+        let (lo, hi): (Vec<f32>, Vec<f32>) = pred.iter().map(|&p| interval.bounds(p)).unzip();
+        serde_json::json!({
+            "mae": metrics::mae(pred, &w.y),
+            "rmse": metrics::rmse(pred, &w.y),
+            "coverage_p10_p90": metrics::coverage(&lo, &hi, &w.y),
+            "interval_width": metrics::mean_width(&lo, &hi),
+            "n": w.len(),
+        })
+    };
     let (first, last) = history.time_range().unwrap_or((0, 0));
     let id = |ms: &[&MachineHistory]| -> Vec<String> {
         ms.iter().map(|m| m.machine_id.clone()).collect()
     };
+    let mut metrics_json = serde_json::json!({ "val": scores(&val_pred, &val_w) });
+    if !cal_w.is_empty() {
+        metrics_json["calibration"] = scores(&cal_pred, &cal_w);
+    }
     let card = ModelCard {
         name: String::new(),
         version: String::new(),
@@ -153,27 +251,27 @@ pub fn train_model(
         window: d.window,
         min_rows: d.min_rows(),
         target: TargetSpec {
-            name: "days_to_maintenance".into(),
+            name: labels::target_name(&d.ends_on),
             cap: d.cap,
+            ends_on: d.ends_on.clone(),
         },
         scaler,
+        ema_alpha: d.ema_alpha,
         arch,
         interval,
         members: members.len(),
         inference_precision: Default::default(),
         training: serde_json::json!({ "config": cfg, "members": member_reports,
-                                      "device": format!("{device:?}") }),
+                                      "device": format!("{device:?}"),
+                                      "interval_calibrated_on": calib_from }),
         data: serde_json::json!({
             "first_ts_ms": first, "last_ts_ms": last, "rows": history.n_rows(),
-            "train_machines": id(&train_m), "val_machines": id(&val_m),
-            "train_windows": train_w.len(), "val_windows": val_w.len(),
+            "train_machines": id(&fit_m),
+            "val_machines": id(&pick(&sp.members[0].1)),
+            "cal_machines": id(&cal_m),
+            "val_windows": val_w.len(), "cal_windows": cal_w.len(),
         }),
-        metrics: serde_json::json!({ "val": {
-            "mae": metrics::mae(&val_pred, &val_w.y),
-            "rmse": metrics::rmse(&val_pred, &val_w.y),
-            "coverage_p10_p90": metrics::coverage(&lo, &hi, &val_w.y),
-            "n": val_w.len(),
-        }}),
+        metrics: metrics_json,
         weights_sha256: String::new(),
         parent_version: None,
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -187,69 +285,52 @@ pub fn train_model(
     })
 }
 
-/// Accuracy of a model on some data, as `maintcast eval` prints it.
-#[derive(Clone, Debug, Serialize)]
-pub struct EvalReport {
-    pub rmse: f64,
-    pub mae: f64,
-    /// PHM08 score (a sum over examples).
-    pub score: f64,
-    pub n: usize,
-    pub coverage_p10_p90: f64,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DataConfig, TrainConfig};
 
-fn report(f: &Forecaster, x: &[f32], truth: &[f32]) -> Result<EvalReport> {
-    let n = truth.len();
-    if n == 0 {
-        return Err(ModelError::Data("nothing to evaluate: no windows".into()));
+    fn cfg(cal: f64, member_splits: MemberSplits) -> Config {
+        Config {
+            data: DataConfig {
+                cal_fraction: cal,
+                ..Default::default()
+            },
+            train: TrainConfig {
+                ensemble: 3,
+                member_splits,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
     }
-    let per = f.window() * f.features().len();
-    let mut fc = Vec::with_capacity(n);
-    for chunk in x.chunks(1024 * per) {
-        fc.extend(f.predict(chunk, chunk.len() / per)?);
-    }
-    let pred: Vec<f32> = fc.iter().map(|c| c.days).collect();
-    let lo: Vec<f32> = fc.iter().map(|c| c.p10).collect();
-    let hi: Vec<f32> = fc.iter().map(|c| c.p90).collect();
-    Ok(EvalReport {
-        rmse: metrics::rmse(&pred, truth),
-        mae: metrics::mae(&pred, truth),
-        score: metrics::phm08_score(&pred, truth),
-        n,
-        coverage_p10_p90: metrics::coverage(&lo, &hi, truth),
-    })
-}
 
-/// The C-MAPSS protocol: the last window of each test unit (left-padded when shorter), truth = the
-/// unit's RUL after its last row, capped like the training target.
-pub fn evaluate_cmapss(f: &Forecaster, data: &Cmapss) -> Result<EvalReport> {
-    let card = f.card();
-    let mut x = Vec::new();
-    let mut truth = Vec::new();
-    for (m, &rul) in data.test.machines.iter().zip(&data.test_rul) {
-        let w = dataset::last_window(m, &card.features, &card.scaler, card.window, 1)?
-            .ok_or_else(|| ModelError::Data(format!("test unit {} has no rows", m.machine_id)))?;
-        x.extend(w);
-        truth.push(rul.min(card.target.cap));
+    #[test]
+    fn calibration_machines_are_seen_by_no_member() {
+        let sp = splits(100, &cfg(0.15, MemberSplits::PerMember));
+        assert_eq!(sp.cal.len(), 15);
+        for (t, v) in &sp.members {
+            assert_eq!(v.len(), 20, "val_fraction is a share of all machines");
+            assert_eq!(t.len(), 65);
+            assert!(sp.cal.iter().all(|c| !t.contains(c) && !v.contains(c)));
+            assert!(v.iter().all(|i| !t.contains(i)));
+        }
+        assert_ne!(
+            sp.members[0].1, sp.members[1].1,
+            "per-member validation differs"
+        );
+        let shared = splits(100, &cfg(0.15, MemberSplits::Shared));
+        assert!(shared.members.iter().all(|m| m == &shared.members[0]));
+        assert_eq!(
+            shared.cal, sp.cal,
+            "the calibration split ignores the member split"
+        );
     }
-    report(f, &x, &truth)
-}
 
-/// Every labelled window (step 1) of every machine in `history`.
-pub fn evaluate_history(f: &Forecaster, history: &History) -> Result<EvalReport> {
-    let card = f.card();
-    let machines: Vec<&MachineHistory> = history.machines.iter().collect();
-    let spec = WindowSpec {
-        window: card.window,
-        step: 1,
-        min_rows: card.min_rows,
-    };
-    let w = dataset::training_windows(
-        &machines,
-        &card.features,
-        &card.scaler,
-        spec,
-        card.target.cap,
-    )?;
-    report(f, &w.x, &w.y)
+    #[test]
+    fn without_a_calibration_split_the_old_split_is_kept() {
+        let sp = splits(50, &cfg(0.0, MemberSplits::Shared));
+        assert!(sp.cal.is_empty());
+        assert_eq!(sp.members[0], dataset::split_machines(50, 0.2, 0));
+    }
 }

@@ -87,12 +87,14 @@ pub fn publish_random_model(
         target: TargetSpec {
             name: "days_to_maintenance".into(),
             cap: 100.0,
+            ends_on: Vec::new(),
         },
         scaler: Scaler {
             kind: ScalerKind::MinMax,
             offset: spec.offset,
             scale: spec.scale,
         },
+        ema_alpha: 1.0,
         arch,
         interval: IntervalSpec {
             lower_quantile: 0.1,
@@ -100,6 +102,7 @@ pub fn publish_random_model(
             lower_offset: -2.0,
             upper_offset: 3.0,
             n_calibration: 10,
+            bins: Vec::new(),
         },
         members: 1,
         inference_precision: Default::default(),

@@ -38,7 +38,9 @@ enum Command {
     Train(cmd::train::Args),
     /// Run an experiment grid and print a leaderboard (TensorBoard logs per run).
     Sweep(cmd::sweep::Args),
-    /// Score a model on a data set; prints one JSON line (rmse, mae, score, n, coverage).
+    /// Score a model on a data set: one JSON line on stdout (rmse, mae, PHM08 score, n, p10-p90
+    /// coverage and mean width overall and per third of the truth, the label policy), a summary on
+    /// stderr.
     Eval(cmd::eval::Args),
     /// Simulate a fleet (or replay a history) to Kafka or to files.
     Simulate(cmd::simulate::Args),

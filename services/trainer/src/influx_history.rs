@@ -136,7 +136,11 @@ pub async fn read_history(client: &influxdb2::Client, q: &HistoryQuery) -> Resul
     for (id, acc) in machines {
         let mut m = assemble(id, acc, &sensors);
         if let Some(ev) = events.get(&m.machine_id) {
-            m.events = ev.clone();
+            m.events = ev.iter().map(|(ts, _)| *ts).collect();
+            m.event_kinds = ev
+                .iter()
+                .filter_map(|(ts, kind)| kind.clone().map(|k| (*ts, k)))
+                .collect();
         }
         if m.n_rows() > 0 && !m.sensors.is_empty() {
             out.push(m);
@@ -180,29 +184,32 @@ async fn read_events(
     client: &influxdb2::Client,
     q: &HistoryQuery,
     until: i64,
-) -> Result<HashMap<String, Vec<i64>>> {
+) -> Result<HashMap<String, Vec<(i64, Option<String>)>>> {
     // Events before `since` still matter: they say where the first segment starts.
     let flux = format!(
         r#"from(bucket: "{b}")
   |> range(start: {s}, stop: {e})
   |> filter(fn: (r) => r._measurement == "maintenance_event")
-  |> keep(columns: ["_time", "machine_id"])"#,
+  |> keep(columns: ["_time", "machine_id", "kind"])"#,
         b = escape(&q.bucket),
         s = flux_time(0),
         e = flux_time(until),
     );
-    let mut out: HashMap<String, Vec<i64>> = HashMap::new();
+    // The kind (a tag) feeds the recipe's label policy; events written before it had one read
+    // as kindless, which a policy that names kinds refuses with a clear error.
+    let mut out: HashMap<String, Vec<(i64, Option<String>)>> = HashMap::new();
     for rec in run(client, &flux, q.timeout).await? {
         if let (Some(id), Some(ts)) = (
             string(rec.values.get("machine_id")),
             time_ms(rec.values.get("_time")),
         ) {
-            out.entry(id).or_default().push(ts);
+            let kind = string(rec.values.get("kind")).filter(|k| !k.is_empty());
+            out.entry(id).or_default().push((ts, kind));
         }
     }
     for ev in out.values_mut() {
         ev.sort_unstable();
-        ev.dedup();
+        ev.dedup_by_key(|(ts, _)| *ts);
     }
     Ok(out)
 }
@@ -247,7 +254,7 @@ fn assemble(machine_id: String, acc: Acc, sensors: &[String]) -> MachineHistory 
         ts: acc.rows.keys().copied().collect(),
         sensors: sensors.to_vec(),
         values,
-        events: Vec::new(),
+        ..Default::default()
     }
 }
 

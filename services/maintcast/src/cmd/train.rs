@@ -127,12 +127,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let f = Forecaster::load(staged.path(), &device)?;
         let test = pipeline::evaluate_cmapss(&f, c)?;
         tracing::info!(
-            "test ({} units): rmse {:.2}  mae {:.2}  score {:.0}  p10-p90 coverage {:.2}",
+            "test ({} units): rmse {:.2}  mae {:.2}  score {:.0}  p10-p90 coverage {:.2}  \
+             width {:.1}",
             test.n,
             test.rmse,
             test.mae,
             test.score,
-            test.coverage_p10_p90
+            test.coverage_p10_p90,
+            test.interval_width
         );
         card.metrics["test"] = serde_json::to_value(&test)?;
     }

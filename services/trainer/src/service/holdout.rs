@@ -86,6 +86,7 @@ pub fn recent_stretch(machines: &[&MachineHistory]) -> History {
             continue;
         };
         let n = m.sensors.len();
+        let event = m.events[m.events.partition_point(|&e| e < m.ts[b - 1])];
         out.push(MachineHistory {
             machine_id: m.machine_id.clone(),
             machine_type: m.machine_type.clone(),
@@ -93,7 +94,13 @@ pub fn recent_stretch(machines: &[&MachineHistory]) -> History {
             ts: m.ts[a..b].to_vec(),
             sensors: m.sensors.clone(),
             values: m.values[a * n..b * n].to_vec(),
-            events: vec![m.events[m.events.partition_point(|&e| e < m.ts[b - 1])]],
+            events: vec![event],
+            event_kinds: m
+                .event_kinds
+                .get(&event)
+                .map(|k| (event, k.clone()))
+                .into_iter()
+                .collect(),
         });
     }
     History { machines: out }
