@@ -185,6 +185,9 @@ impl ModelCard {
         if self.scaler.scale.len() != nf {
             return bad("scaler offset and scale differ in length".into());
         }
+        if let Some(regimes) = &self.scaler.regimes {
+            regimes.validate(nf).or_else(bad)?;
+        }
         if self.window == 0 || self.min_rows == 0 || self.min_rows > self.window {
             return bad(format!(
                 "window {} / min_rows {} are inconsistent",

@@ -17,6 +17,8 @@
 //! scaler = "min-max"     # or "z-score"
 //! # include = [...]      # sensors to consider (default: every sensor all machines have)
 //! exclude = []           # sensors never used
+//! regime_columns = []    # operating settings: if their training values form a few distinct
+//!                        # regimes, each sensor is scaled per regime (the settings read as 0)
 //! constant_tolerance = 0.0  # sensors whose training range is <= this are dropped
 //!
 //! [model]
@@ -73,6 +75,7 @@ pub struct DataConfig {
     pub scaler: ScalerKind,
     pub include: Option<Vec<String>>,
     pub exclude: Vec<String>,
+    pub regime_columns: Vec<String>,
     pub constant_tolerance: f32,
 }
 
@@ -91,6 +94,7 @@ impl Default for DataConfig {
             scaler: ScalerKind::MinMax,
             include: None,
             exclude: Vec::new(),
+            regime_columns: Vec::new(),
             constant_tolerance: 0.0,
         }
     }
@@ -187,6 +191,11 @@ impl Config {
         }
         if d.min_rows() == 0 || d.min_rows() > d.window {
             return bad(format!("data.min_rows must be in 1..={}", d.window));
+        }
+        if let Some(c) = d.regime_columns.iter().find(|c| d.exclude.contains(c)) {
+            return bad(format!(
+                "data.regime_columns names {c}, which data.exclude excludes"
+            ));
         }
         if d.cap.is_nan() || d.cap <= 0.0 {
             return bad(format!("data.cap must be positive, got {}", d.cap));

@@ -303,6 +303,7 @@ mod tests {
             kind: ScalerKind::MinMax,
             offset: vec![0.0],
             scale: vec![1.0],
+            regimes: None,
         }
     }
 

@@ -31,9 +31,11 @@ use crate::fused::{FusedLayer, FusedLstm};
 
 /// Rows of a tile: 6 windows × 4 gates = 24 accumulators, leaving registers for the weights.
 const MAX_TILE: usize = 6;
-/// Windows one rayon task runs (three tiles that share each weight block's trip from L2 to L1):
-/// a batch of 64 is 4 tasks, so both cores stay busy even when one is slowed by other processes.
-const CHUNK: usize = 16;
+/// Windows one rayon task runs (five or six tiles that share each weight block's trip from L2 to
+/// L1): a batch of 64 is one task per core. Chunks of 16 (four tasks, kinder to a core slowed by
+/// other processes) made 8 % fewer windows/s at batch 64 on a quiet machine and the same at 1,024
+/// (BENCHMARKS.md, "Inference").
+const CHUNK: usize = 32;
 /// Below this many windows the batch runs on the calling thread.
 const MIN_PARALLEL_BATCH: usize = 4;
 const LANES: usize = 16;
@@ -493,7 +495,9 @@ fn to_bf16_rows(src: &[f32], dst: &mut [u16]) {
 }
 
 /// The gate nonlinearities and c/h update for 16 units, from pre-activations `g` (i, f, g, o).
-/// Same formulation as `fused::cell_step_body` (two divisions, clamped exponents).
+/// Same formulation as `fused::cell_step_body` (clamped exponents), except that its two
+/// divisions are reciprocals refined by one Newton step: `vdivps` issues once per 16 cycles on
+/// one port, and two of them per 16 units cost as much as a sixth of the step's multiply-adds.
 ///
 /// # Safety
 /// `c` and `h` must cover 16 values; the CPU must have AVX-512F.
@@ -507,30 +511,48 @@ unsafe fn cell_update(g: &[__m512; 4], c: *mut f32, h: *mut f32) {
         let clamp = |v: __m512| _mm512_min_ps(_mm512_max_ps(v, lo), hi);
         let neg = _mm512_set1_ps(-1.0);
         let neg2 = _mm512_set1_ps(-2.0);
-        let e_i = exp(clamp(_mm512_mul_ps(g[0], neg)));
-        let e_f = exp(clamp(_mm512_mul_ps(g[1], neg)));
-        let e_g = exp(clamp(_mm512_mul_ps(g[2], neg2)));
-        let e_o = exp(clamp(_mm512_mul_ps(g[3], neg)));
+        let e_i = exp_in_range(clamp(_mm512_mul_ps(g[0], neg)));
+        let e_f = exp_in_range(clamp(_mm512_mul_ps(g[1], neg)));
+        let e_g = exp_in_range(clamp(_mm512_mul_ps(g[2], neg2)));
+        let e_o = exp_in_range(clamp(_mm512_mul_ps(g[3], neg)));
         let c_prev = _mm512_loadu_ps(c);
         let ig = _mm512_mul_ps(_mm512_add_ps(one, e_i), _mm512_add_ps(one, e_g));
         let one_f = _mm512_add_ps(one, e_f);
         let num = _mm512_fmadd_ps(c_prev, ig, _mm512_mul_ps(_mm512_sub_ps(one, e_g), one_f));
-        let c_next = _mm512_div_ps(num, _mm512_mul_ps(one_f, ig));
+        let c_next = _mm512_mul_ps(num, recip(_mm512_mul_ps(one_f, ig)));
         _mm512_storeu_ps(c, c_next);
-        let e_c = exp(clamp(_mm512_mul_ps(c_next, neg2)));
+        let e_c = exp_in_range(clamp(_mm512_mul_ps(c_next, neg2)));
         let den = _mm512_mul_ps(_mm512_add_ps(one, e_o), _mm512_add_ps(one, e_c));
-        _mm512_storeu_ps(h, _mm512_div_ps(_mm512_sub_ps(one, e_c), den));
+        _mm512_storeu_ps(h, _mm512_mul_ps(_mm512_sub_ps(one, e_c), recip(den)));
     }
+}
+
+/// 1/d for the denominators of `cell_update`: products of at most three factors `1 + e^x` with
+/// x ≤ `CLAMP`, so between 1 and 1.2e26, where `vrcp14ps` is accurate to 14 bits and 1/d is a
+/// normal number. One Newton step takes the estimate to within about 2 ulp of `1/d`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn recip(d: __m512) -> __m512 {
+    let r = _mm512_rcp14_ps(d);
+    let e = _mm512_fnmadd_ps(d, r, _mm512_set1_ps(1.0));
+    _mm512_fmadd_ps(r, e, r)
 }
 
 /// `fused::exp` for 16 lanes: the same Cephes polynomial, with 2^k applied by `vscalefps`.
 #[target_feature(enable = "avx512f")]
 #[inline]
+#[cfg(test)]
 fn exp(x: __m512) -> __m512 {
-    let x = _mm512_min_ps(
+    exp_in_range(_mm512_min_ps(
         _mm512_max_ps(x, _mm512_set1_ps(-87.3)),
         _mm512_set1_ps(88.3),
-    );
+    ))
+}
+
+/// `exp` for arguments already within [-87.3, 88.3] (the cell clamps them to ±`CLAMP`).
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn exp_in_range(x: __m512) -> __m512 {
     let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
         _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
     );

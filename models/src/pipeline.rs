@@ -16,6 +16,7 @@ use crate::history::{History, MachineHistory};
 use crate::labels;
 use crate::metrics::{self, IntervalSpec};
 use crate::network::ArchConfig;
+use crate::regimes::Regimes;
 use crate::scaler::Scaler;
 use crate::smoothing;
 use crate::train::{self, EpochReport};
@@ -44,7 +45,7 @@ fn choose_features(
     history: &History,
     train: &[&MachineHistory],
 ) -> Result<Vec<String>> {
-    let candidates: Vec<String> = cfg
+    let mut candidates: Vec<String> = cfg
         .data
         .include
         .clone()
@@ -52,6 +53,12 @@ fn choose_features(
         .into_iter()
         .filter(|s| !cfg.data.exclude.contains(s))
         .collect();
+    // Settings are read wherever they are listed, even outside `include`.
+    for c in &cfg.data.regime_columns {
+        if !candidates.contains(c) {
+            candidates.push(c.clone());
+        }
+    }
     let features = dataset::varying_features(train, &candidates, cfg.data.constant_tolerance)?;
     if features.is_empty() {
         return Err(ModelError::Data(format!(
@@ -138,7 +145,25 @@ pub fn train_model(
             "the training machines have no labelled rows (no maintenance events?)".into(),
         ));
     }
-    let scaler = Scaler::fit(d.scaler, &rows, features.len())?;
+    let mut scaler = Scaler::fit(d.scaler, &rows, features.len())?;
+    let settings: Vec<usize> = (features.iter().enumerate())
+        .filter(|(_, f)| d.regime_columns.contains(f))
+        .map(|(i, _)| i)
+        .collect();
+    scaler.regimes = Regimes::detect(&scaler, &rows, &settings);
+    match &scaler.regimes {
+        Some(g) if g.centres.len() > 1 => tracing::info!(
+            "{} operating regimes in {:?}, each sensor scaled per regime; centres {:?}",
+            g.centres.len(),
+            d.regime_columns,
+            g.centres
+        ),
+        Some(_) => tracing::info!(
+            "the settings {:?} form one operating regime: sensors scaled fleet-wide",
+            d.regime_columns
+        ),
+        None => {}
+    }
     let spec = WindowSpec {
         window: d.window,
         step: d.step,

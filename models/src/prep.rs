@@ -383,6 +383,7 @@ mod tests {
             kind: ScalerKind::MinMax,
             offset: vec![10.0],
             scale: vec![4.0],
+            regimes: None,
         };
         assert_eq!(neutral(&mm), [12.0]);
         let z = Scaler {
@@ -407,6 +408,7 @@ mod tests {
             kind: ScalerKind::MinMax,
             offset: vec![0.0, 10.0],
             scale: vec![1.0, 2.0],
+            regimes: None,
         };
         let mut out = [0.0; 4];
         // Rows laid out [second, first]: read by name into the scaler's order.

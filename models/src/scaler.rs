@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
+use crate::regimes::Regimes;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -15,18 +16,22 @@ pub enum ScalerKind {
     ZScore,
 }
 
-/// `x' = (x - offset) / scale` per feature; both kinds reduce to that form.
+/// `x' = (x - offset) / scale` per feature; both kinds reduce to that form. With `regimes`, each
+/// row is scaled by its operating regime's offsets instead (`regimes.rs`); `offset` and `scale`
+/// stay the fleet-wide fit, which places the neutral value of a missing reading.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Scaler {
     pub kind: ScalerKind,
     pub offset: Vec<f32>,
     pub scale: Vec<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regimes: Option<Regimes>,
 }
 
 impl Scaler {
     /// Fits on row-major `rows` of `n_features` columns, from their finite values: missing readings
-    /// (NaN) are filled only after the scaler exists, from its centre. Accumulates in f64 so that
-    /// long histories of large readings do not lose the variance to rounding.
+    /// (NaN) are filled only after the scaler exists, from its centre. No regimes: see
+    /// `Regimes::detect`.
     pub fn fit(kind: ScalerKind, rows: &[f32], n_features: usize) -> Result<Self> {
         if n_features == 0 || rows.is_empty() || !rows.len().is_multiple_of(n_features) {
             return Err(ModelError::Data(format!(
@@ -36,7 +41,60 @@ impl Scaler {
         }
         let mut offset = Vec::with_capacity(n_features);
         let mut scale = Vec::with_capacity(n_features);
-        for f in 0..n_features {
+        for (f, fitted) in fit_columns(kind, rows, n_features).into_iter().enumerate() {
+            let Some((o, s)) = fitted else {
+                return Err(ModelError::Data(format!(
+                    "cannot fit a scaler: feature {f} has no finite value"
+                )));
+            };
+            offset.push(o);
+            scale.push(s);
+        }
+        Ok(Self {
+            kind,
+            offset,
+            scale,
+            regimes: None,
+        })
+    }
+
+    /// Scales one row; `raw` and `out` hold `n_features()` values.
+    pub fn transform_row(&self, raw: &[f32], out: &mut [f32]) {
+        if let Some(regimes) = &self.regimes {
+            return regimes.transform_row(raw, out);
+        }
+        for (((o, &x), &off), &s) in out.iter_mut().zip(raw).zip(&self.offset).zip(&self.scale) {
+            *o = (x - off) / s;
+        }
+    }
+
+    pub fn n_features(&self) -> usize {
+        self.offset.len()
+    }
+
+    /// The fleet-wide inverse of `transform_row` (regimes aside).
+    pub fn inverse_row(&self, scaled: &[f32], out: &mut [f32]) {
+        for (((o, &x), &off), &s) in out
+            .iter_mut()
+            .zip(scaled)
+            .zip(&self.offset)
+            .zip(&self.scale)
+        {
+            *o = x * s + off;
+        }
+    }
+}
+
+/// Per feature, `(offset, scale)` from its finite values, `None` for a feature with none.
+/// Accumulates in f64 so that long histories of large readings do not lose the variance to
+/// rounding.
+pub(crate) fn fit_columns(
+    kind: ScalerKind,
+    rows: &[f32],
+    n_features: usize,
+) -> Vec<Option<(f32, f32)>> {
+    (0..n_features)
+        .map(|f| {
             let col = rows
                 .iter()
                 .skip(f)
@@ -45,9 +103,7 @@ impl Scaler {
                 .map(|&v| v as f64);
             let n = col.clone().count();
             if n == 0 {
-                return Err(ModelError::Data(format!(
-                    "cannot fit a scaler: feature {f} has no finite value"
-                )));
+                return None;
             }
             let (o, s) = match kind {
                 ScalerKind::MinMax => {
@@ -63,39 +119,11 @@ impl Scaler {
                     (mean, var.sqrt())
                 }
             };
-            offset.push(o as f32);
             // A constant feature would divide by zero; it maps to 0 instead (feature selection
             // normally drops such features before the scaler sees them).
-            scale.push(if s > 0.0 { s as f32 } else { 1.0 });
-        }
-        Ok(Self {
-            kind,
-            offset,
-            scale,
+            Some((o as f32, if s > 0.0 { s as f32 } else { 1.0 }))
         })
-    }
-
-    pub fn n_features(&self) -> usize {
-        self.offset.len()
-    }
-
-    /// Scales one row; `raw` and `out` hold `n_features()` values.
-    pub fn transform_row(&self, raw: &[f32], out: &mut [f32]) {
-        for (((o, &x), &off), &s) in out.iter_mut().zip(raw).zip(&self.offset).zip(&self.scale) {
-            *o = (x - off) / s;
-        }
-    }
-
-    pub fn inverse_row(&self, scaled: &[f32], out: &mut [f32]) {
-        for (((o, &x), &off), &s) in out
-            .iter_mut()
-            .zip(scaled)
-            .zip(&self.offset)
-            .zip(&self.scale)
-        {
-            *o = x * s + off;
-        }
-    }
+        .collect()
 }
 
 #[cfg(test)]

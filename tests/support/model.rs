@@ -93,6 +93,7 @@ pub fn publish_random_model(
             kind: ScalerKind::MinMax,
             offset: spec.offset,
             scale: spec.scale,
+            regimes: None,
         },
         ema_alpha: 1.0,
         arch,

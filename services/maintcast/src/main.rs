@@ -42,6 +42,9 @@ enum Command {
     /// coverage and mean width overall and per third of the truth, the label policy), a summary on
     /// stderr.
     Eval(cmd::eval::Args),
+    /// Cross-validate a training recipe over folds of whole machines: each fold held out once and
+    /// scored with the test protocol replayed; per-fold figures and their spread.
+    Cv(cmd::cv::Args),
     /// Simulate a fleet (or replay a history) to Kafka or to files.
     Simulate(cmd::simulate::Args),
     /// Inspect and manage the model registry: list | show | promote | rollback.
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         Command::Train(a) => cmd::train::run(a),
         Command::Sweep(a) => cmd::sweep::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Cv(a) => cmd::cv::run(a),
         Command::Simulate(a) => cmd::simulate::run(a),
         Command::Models(a) => cmd::models::run(a),
         Command::Plan(a) => cmd::plan::run(a),

@@ -1,3 +1,4 @@
+pub mod cv;
 pub mod demo;
 pub mod eval;
 pub mod ingest;

@@ -1,6 +1,6 @@
 //! `maintcast train`: one training job from history files into a new registry version.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -92,17 +92,24 @@ pub struct Args {
     pub service: ServiceArgs,
 }
 
+/// The training recipe of `--config` (defaults where it is silent, or without one), with
+/// `--seed` in place of its seed.
+pub fn recipe(config: Option<&Path>, seed: Option<u64>) -> anyhow::Result<Config> {
+    let mut cfg = match config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(seed) = seed {
+        cfg.train.seed = seed;
+    }
+    Ok(cfg)
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.service.enabled() {
         return train_service::run(args);
     }
-    let mut cfg = match &args.config {
-        Some(p) => Config::load(p)?,
-        None => Config::default(),
-    };
-    if let Some(seed) = args.seed {
-        cfg.train.seed = seed;
-    }
+    let cfg = recipe(args.config.as_deref(), args.seed)?;
     let device = maintcast_models::device::parse_device(&args.device)?;
     let loaded = args.data.load()?;
     let history = match &loaded {

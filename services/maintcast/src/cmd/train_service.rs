@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use maintcast_models::config::Config;
 use maintcast_trainer::service::{self, HistorySource, ServiceConfig};
 
 use super::train::{Args, Format, Loaded};
@@ -101,13 +100,7 @@ impl ServiceArgs {
 /// `--once` / `--every`: the trainer service, reading history from InfluxDB (`--format influx`) or
 /// re-reading the files every round.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut recipe = match &args.config {
-        Some(p) => Config::load(p)?,
-        None => Config::default(),
-    };
-    if let Some(seed) = args.seed {
-        recipe.train.seed = seed;
-    }
+    let recipe = super::train::recipe(args.config.as_deref(), args.seed)?;
     let from_influx = matches!(args.data.format, Format::Influx);
     let source = if from_influx {
         HistorySource::Influx
