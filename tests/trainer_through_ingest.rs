@@ -171,8 +171,9 @@ async fn history_through_ingest_retrains_and_the_running_ingest_serves_the_new_v
             (m.clone(), e.to_json())
         })
         .collect();
+    // Events only once the telemetry is in: the two topics have no order between them, and an
+    // event read first would make every earlier row of its machine late (the arrival rule).
     produce_all(&producer, &format!("{run}-telemetry"), &rows).await;
-    produce_all(&producer, &format!("{run}-events"), &events).await;
 
     let telemetry_filter = format!(
         r#"r._measurement == "telemetry" and r.machine_type == "{machine_type}" and r._field == "wear""#
@@ -185,6 +186,7 @@ async fn history_through_ingest_retrains_and_the_running_ingest_serves_the_new_v
         (&service, addr),
     )
     .await;
+    produce_all(&producer, &format!("{run}-events"), &events).await;
     let machines: Vec<&str> = {
         let mut m: Vec<&str> = f.events.iter().map(|(m, _)| m.as_str()).collect();
         m.dedup();
@@ -208,15 +210,20 @@ async fn history_through_ingest_retrains_and_the_running_ingest_serves_the_new_v
     .await;
     let forecast_filter =
         format!(r#"r._measurement == "maintenance_forecast" and r.model == "{name}""#);
-    assert!(
-        count(
-            &env,
-            &format!(r#"{forecast_filter} and r.model_version == "v0001""#)
-        )
-        .await
-            > 0,
-        "ingest served no v0001 forecasts"
-    );
+    // Raw rows are written as they arrive and forecasts after their inference batch, so the last
+    // raw row can land before any forecast does: wait for one rather than count once.
+    let v1_filter = format!(r#"{forecast_filter} and r.model_version == "v0001""#);
+    wait_for(
+        || {
+            assert!(!service.is_finished(), "ingest stopped early");
+            count(&env, &v1_filter)
+        },
+        |n| *n,
+        1,
+        "v0001 forecasts",
+        || service_state(addr),
+    )
+    .await;
 
     // Retrain from what ingest wrote. v1's card covers the same rows, so the new-data rule would
     // skip the round; this test is about the loop, the skip rule has its own test. The recipe's
