@@ -282,7 +282,7 @@ mod tests {
     #[test]
     fn committed_cmapss_config_parses() {
         let c = Config::from_toml(include_str!("../configs/cmapss-fd001.toml")).unwrap();
-        assert_eq!((c.data.window, c.data.cap), (30, 125.0));
+        assert_eq!((c.data.window, c.data.cap), (60, 125.0));
         // the interval is calibrated out of sample, and the label says what it means
         assert!(c.data.cal_fraction > 0.0);
         assert_eq!(c.data.ends_on, ["failure"]);

@@ -64,6 +64,9 @@ pub struct CvSummary {
     pub score_per_example: Spread,
     pub coverage_p10_p90: Spread,
     pub interval_width: Spread,
+    /// Coverage per third of the true value's range, near failure first: the interval's
+    /// conditional calibration, which the overall figure can hide.
+    pub coverage_by_third: Vec<Spread>,
 }
 
 impl CvSummary {
@@ -71,6 +74,9 @@ impl CvSummary {
         let pick = |f: fn(&EvalReport) -> f64| -> Spread {
             Spread::of(&folds.iter().map(|r| f(&r.report)).collect::<Vec<_>>())
         };
+        let thirds = folds
+            .first()
+            .map_or(0, |r| r.report.interval_by_third.len());
         CvSummary {
             folds: folds.len(),
             rmse: pick(|r| r.rmse),
@@ -78,6 +84,17 @@ impl CvSummary {
             score_per_example: pick(|r| r.score / r.n as f64),
             coverage_p10_p90: pick(|r| r.coverage_p10_p90),
             interval_width: pick(|r| r.interval_width),
+            coverage_by_third: (0..thirds)
+                .map(|t| {
+                    Spread::of(
+                        &(folds.iter())
+                            .filter_map(|r| r.report.interval_by_third.get(t))
+                            .filter(|s| s.stats.n > 0)
+                            .map(|s| s.stats.coverage)
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .collect(),
         }
     }
 }
@@ -165,6 +182,49 @@ mod tests {
         assert_eq!(all, (0..23).collect::<Vec<_>>());
         assert_eq!(f, folds(23, 5, 1));
         assert_ne!(f, folds(23, 5, 2));
+    }
+
+    fn fold(coverage_by_third: [(usize, f64); 3]) -> FoldReport {
+        let third = |k: usize| crate::metrics::RangeStats {
+            from: k as f32,
+            to: k as f32 + 1.0,
+            stats: crate::metrics::IntervalStats {
+                n: coverage_by_third[k].0,
+                coverage: coverage_by_third[k].1,
+                mean_width: 1.0,
+            },
+        };
+        FoldReport {
+            fold: 1,
+            held_out: Vec::new(),
+            train_s: 0.0,
+            report: EvalReport {
+                rmse: 1.0,
+                mae: 1.0,
+                score: 1.0,
+                n: 1,
+                coverage_p10_p90: 0.8,
+                interval_width: 1.0,
+                interval_by_third: (0..3).map(third).collect(),
+                target: crate::artifact::TargetSpec {
+                    name: "days".into(),
+                    cap: 3.0,
+                    ends_on: Vec::new(),
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn coverage_per_third_spreads_over_the_folds_that_have_truths_there() {
+        let s = CvSummary::of(&[
+            fold([(5, 0.6), (5, 0.7), (5, 0.9)]),
+            fold([(5, 0.8), (0, f64::NAN), (5, 0.7)]),
+        ]);
+        let mean: Vec<f64> = s.coverage_by_third.iter().map(|s| s.mean).collect();
+        assert!((mean[0] - 0.7).abs() < 1e-12 && (mean[2] - 0.8).abs() < 1e-12);
+        // The second fold had no truth in the middle third: it does not count as NaN.
+        assert_eq!((mean[1], s.coverage_by_third[1].std), (0.7, 0.0));
     }
 
     #[test]
