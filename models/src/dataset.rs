@@ -18,9 +18,8 @@
 //! Rows are filled, padded and scaled by the data path (`crate::prep`), segment by segment from
 //! its first row, exactly as the ingest service prepares a machine's rows after a maintenance.
 //!
-//! Over 450 lines only by its inline tests (labels, windows and their padding, fill per segment, feature choice).
-//!
-//! Over 450 lines only by its inline tests, which pin these windowing rules beside the code.
+//! Over 450 lines only by its inline tests, which pin these rules beside the code (labels,
+//! windows and their padding, fill per segment, feature choice).
 
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 
