@@ -36,7 +36,10 @@
 //! min_delta = 0.0
 //! seed = 0
 //! ensemble = 1           # members trained with seeds seed, seed+1, ...; forecasts are their mean
-//! member_splits = "shared"  # or "per-member": each member early-stops on other machines
+//! member_splits = "shared"  # or "per-member": each member early-stops on other machines; or
+//!                        # "folds": machines dealt into `ensemble` folds, member k trains on the
+//!                        # others, early-stops on half of fold k and calibrates the interval on
+//!                        # the other half (cross-conformal; val/cal_fraction do not apply)
 //! [train.optimizer]
 //! kind = "nadam"         # "adam", "rmsprop", "sgd"; beta_1, beta_2, epsilon, rho, momentum
 //! [train.schedule]
@@ -149,6 +152,10 @@ pub enum MemberSplits {
     Shared,
     /// Member k draws its validation machines with seed + k, so members see different machines.
     PerMember,
+    /// The machines are dealt into `ensemble` folds: member k trains on the other folds,
+    /// early-stops on half of fold k and calibrates the interval on the other half.
+    /// `data.val_fraction` and `data.cal_fraction` do not apply.
+    Folds,
 }
 
 impl Default for TrainConfig {
@@ -211,6 +218,15 @@ impl Config {
                 "data.cal_fraction must be in [0, 1) and leave training machines after \
                  val_fraction, got {} + {}",
                 d.val_fraction, d.cal_fraction
+            ));
+        }
+        if self.train.member_splits == MemberSplits::Folds
+            && (self.train.ensemble < 2 || d.cal_fraction > 0.0)
+        {
+            return bad(format!(
+                "train.member_splits = \"folds\" needs train.ensemble >= 2 (got {}) and \
+                 data.cal_fraction = 0 (got {}): each member calibrates on half of its own fold",
+                self.train.ensemble, d.cal_fraction
             ));
         }
         if d.interval_bins == 0 {
@@ -277,14 +293,28 @@ mod tests {
         assert!(e.to_string().contains("patiance"), "{e}");
         assert!(Config::from_toml("[data]\nwindow = 10\nmin_rows = 11\n").is_err());
         assert!(Config::from_toml("[train.optimizer]\nkind = \"lbfgs\"\n").is_err());
+        let folds = "[train]\nensemble = 3\nmember_splits = \"folds\"\n";
+        assert!(Config::from_toml(folds).is_ok());
+        let one = "[train]\nmember_splits = \"folds\"\n";
+        assert!(
+            Config::from_toml(one).is_err(),
+            "one member has no other folds"
+        );
+        let cal = format!("[data]\ncal_fraction = 0.1\n{folds}");
+        assert!(
+            Config::from_toml(&cal).is_err(),
+            "folds calibrate on their own halves"
+        );
     }
 
     #[test]
     fn committed_cmapss_config_parses() {
         let c = Config::from_toml(include_str!("../configs/cmapss-fd001.toml")).unwrap();
         assert_eq!((c.data.window, c.data.cap), (60, 125.0));
-        // the interval is calibrated out of sample, and the label says what it means
-        assert!(c.data.cal_fraction > 0.0);
+        // the interval is calibrated out of sample (cross-conformal), and the label says what it
+        // means
+        assert_eq!(c.train.member_splits, MemberSplits::Folds);
+        assert_eq!(c.data.cal_fraction, 0.0);
         assert_eq!(c.data.ends_on, ["failure"]);
         assert!(Config::from_toml("[data]\nval_fraction = 0.5\ncal_fraction = 0.5\n").is_err());
         assert!(Config::from_toml("[data]\nema_alpha = 0.0\n").is_err());

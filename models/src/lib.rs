@@ -55,6 +55,7 @@ pub mod regimes;
 pub mod registry;
 pub mod scaler;
 pub mod smoothing;
+mod splits;
 mod stepwise;
 pub mod train;
 

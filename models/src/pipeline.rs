@@ -19,6 +19,7 @@ use crate::network::ArchConfig;
 use crate::regimes::Regimes;
 use crate::scaler::Scaler;
 use crate::smoothing;
+use crate::splits;
 use crate::train::{self, EpochReport};
 
 /// A trained model, not yet on disk.
@@ -68,42 +69,6 @@ fn choose_features(
     Ok(features)
 }
 
-/// The seed of the calibration split, apart from the training seed's splits so that changing
-/// `val_fraction` or the member split leaves the calibration machines where they are.
-const CAL_SEED: u64 = 0xca1_1b7a7e;
-
-/// Machine indices: held out for calibration, and per member (training, validation).
-struct Splits {
-    cal: Vec<usize>,
-    members: Vec<(Vec<usize>, Vec<usize>)>,
-}
-
-fn splits(n: usize, cfg: &Config) -> Splits {
-    let d = &cfg.data;
-    let (fit, cal) = if d.cal_fraction > 0.0 {
-        dataset::split_machines(n, d.cal_fraction, cfg.train.seed ^ CAL_SEED)
-    } else {
-        ((0..n).collect(), Vec::new())
-    };
-    // val_fraction is a share of all machines; without a calibration split this is the split
-    // every earlier model was trained with.
-    let val_share = d.val_fraction / (1.0 - d.cal_fraction);
-    let members = (0..cfg.train.ensemble)
-        .map(|k| {
-            let seed = match cfg.train.member_splits {
-                MemberSplits::Shared => cfg.train.seed,
-                MemberSplits::PerMember => cfg.train.seed + k as u64,
-            };
-            let (t, v) = dataset::split_machines(fit.len(), val_share, seed);
-            (
-                t.into_iter().map(|i| fit[i]).collect(),
-                v.into_iter().map(|i| fit[i]).collect(),
-            )
-        })
-        .collect();
-    Splits { cal, members }
-}
-
 /// Labelled windows of `machines` with the recipe's smoothing applied.
 fn windows_of(
     machines: &[&MachineHistory],
@@ -130,10 +95,11 @@ pub fn train_model(
     let pick = |idx: &[usize]| -> Vec<&MachineHistory> {
         idx.iter().map(|&i| &history.machines[i]).collect()
     };
-    let sp = splits(history.machines.len(), cfg);
-    // Features and scaler come from every machine some member trains on, never from the
-    // calibration machines.
-    let mut fit_idx: Vec<usize> = sp.members.iter().flat_map(|m| m.0.clone()).collect();
+    let sp = splits::splits(history.machines.len(), cfg)?;
+    // Features and scaler come from every machine some member trains on, never from the shared
+    // calibration machines. With folds every machine is some member's training machine; what
+    // the scaler learns from the others is label-free.
+    let mut fit_idx: Vec<usize> = sp.members.iter().flat_map(|m| m.train.clone()).collect();
     fit_idx.sort_unstable();
     fit_idx.dedup();
     let fit_m = pick(&fit_idx);
@@ -172,8 +138,7 @@ pub fn train_model(
     // Validation and calibration look at every window (step 1) so their figures do not depend on
     // `step`.
     let every = WindowSpec { step: 1, ..spec };
-    let cal_m = pick(&sp.cal);
-    let cal_w = windows_of(&cal_m, &features, &scaler, every, cfg)?;
+    let shared_cal_w = windows_of(&pick(&sp.shared_cal), &features, &scaler, every, cfg)?;
     let arch = ArchConfig {
         n_features: features.len(),
         hidden: cfg.model.hidden.clone(),
@@ -183,22 +148,28 @@ pub fn train_model(
     let mut member_reports = Vec::new();
     let mut networks = Vec::new();
     let mut first_val = None;
+    // With folds, each member's residuals on its own calibration half (out-of-fold).
+    let mut oof = (Vec::new(), Vec::new());
     let mut built: Option<(Windows, Windows)> = None;
-    for (k, (tr_idx, va_idx)) in sp.members.iter().enumerate() {
+    for (k, m) in sp.members.iter().enumerate() {
         let seed = cfg.train.seed + k as u64;
-        if k == 0 || cfg.train.member_splits == MemberSplits::PerMember {
+        let (tr_idx, va_idx) = (&m.train, &m.val);
+        if k == 0 || cfg.train.member_splits != MemberSplits::Shared {
             let train_w = windows_of(&pick(tr_idx), &features, &scaler, spec, cfg)?;
             let val_w = windows_of(&pick(va_idx), &features, &scaler, every, cfg)?;
             tracing::info!(
                 "member {}: {} training machines ({} windows), {} validation machines ({} \
-                 windows), {} calibration machines ({} windows), {} features: {:?}",
+                 windows), {} calibration machines, {} features: {:?}",
                 k + 1,
                 tr_idx.len(),
                 train_w.len(),
                 va_idx.len(),
                 val_w.len(),
-                cal_m.len(),
-                cal_w.len(),
+                if m.cal.is_empty() {
+                    sp.shared_cal.len()
+                } else {
+                    m.cal.len()
+                },
                 features.len(),
                 features
             );
@@ -218,6 +189,12 @@ pub fn train_model(
         if first_val.is_none() {
             first_val = Some(val_w.clone());
         }
+        if !m.cal.is_empty() {
+            let w = windows_of(&pick(&m.cal), &features, &scaler, every, cfg)?;
+            let pred = train::predict_all(&fitted.network, &w)?;
+            oof.0.extend(pred.into_iter().map(|p| p.max(0.0)));
+            oof.1.extend(w.y);
+        }
         members.push(fitted.varmap);
         networks.push(fitted.network);
     }
@@ -236,38 +213,46 @@ pub fn train_model(
     // Member 0's validation machines: with shared splits, every member's.
     let val_w = first_val.unwrap_or_default();
     let val_pred = ensemble(&val_w)?;
-    let cal_pred = ensemble(&cal_w)?;
-    let (calib_from, cp, cy) = if cal_w.is_empty() {
+    let shared_cal_pred = ensemble(&shared_cal_w)?;
+    let (calib_from, cp, cy) = if !oof.0.is_empty() {
+        // A member's residuals run wider than the ensemble's, so the interval errs wide.
+        (
+            "each member's own calibration machines (folds: out of sample for the member that \
+             forecasts them)",
+            &oof.0,
+            &oof.1,
+        )
+    } else if !shared_cal_w.is_empty() {
+        (
+            "calibration machines (held out from training and early stopping)",
+            &shared_cal_pred,
+            &shared_cal_w.y,
+        )
+    } else {
         (
             "validation machines (in-sample: early stopping saw them)",
             &val_pred,
             &val_w.y,
         )
-    } else {
-        (
-            "calibration machines (held out from training and early stopping)",
-            &cal_pred,
-            &cal_w.y,
-        )
     };
     let interval = IntervalSpec::calibrate_binned(cp, cy, 0.1, 0.9, d.interval_bins);
-    let scores = |pred: &[f32], w: &Windows| {
+    let scores = |pred: &[f32], y: &[f32]| {
         let (lo, hi): (Vec<f32>, Vec<f32>) = pred.iter().map(|&p| interval.bounds(p)).unzip();
         serde_json::json!({
-            "mae": metrics::mae(pred, &w.y),
-            "rmse": metrics::rmse(pred, &w.y),
-            "coverage_p10_p90": metrics::coverage(&lo, &hi, &w.y),
+            "mae": metrics::mae(pred, y),
+            "rmse": metrics::rmse(pred, y),
+            "coverage_p10_p90": metrics::coverage(&lo, &hi, y),
             "interval_width": metrics::mean_width(&lo, &hi),
-            "n": w.len(),
+            "n": y.len(),
         })
     };
     let (first, last) = history.time_range().unwrap_or((0, 0));
     let id = |ms: &[&MachineHistory]| -> Vec<String> {
         ms.iter().map(|m| m.machine_id.clone()).collect()
     };
-    let mut metrics_json = serde_json::json!({ "val": scores(&val_pred, &val_w) });
-    if !cal_w.is_empty() {
-        metrics_json["calibration"] = scores(&cal_pred, &cal_w);
+    let mut metrics_json = serde_json::json!({ "val": scores(&val_pred, &val_w.y) });
+    if !cy.is_empty() && !std::ptr::eq(cy, &val_w.y) {
+        metrics_json["calibration"] = scores(cp, cy);
     }
     let card = ModelCard {
         name: String::new(),
@@ -292,9 +277,12 @@ pub fn train_model(
         data: serde_json::json!({
             "first_ts_ms": first, "last_ts_ms": last, "rows": history.n_rows(),
             "train_machines": id(&fit_m),
-            "val_machines": id(&pick(&sp.members[0].1)),
-            "cal_machines": id(&cal_m),
-            "val_windows": val_w.len(), "cal_windows": cal_w.len(),
+            "val_machines": id(&pick(&sp.members[0].val)),
+            // Held out from every member: `eval --held-out cal` scores on these.
+            "cal_machines": id(&pick(&sp.shared_cal)),
+            "member_cal_machines": sp.members.iter().map(|m| id(&pick(&m.cal))).collect::<Vec<_>>(),
+            "val_windows": val_w.len(),
+            "cal_windows": if std::ptr::eq(cy, &val_w.y) { 0 } else { cy.len() },
         }),
         metrics: metrics_json,
         weights_sha256: String::new(),
@@ -308,54 +296,4 @@ pub fn train_model(
         val: val_w,
         val_pred,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{DataConfig, TrainConfig};
-
-    fn cfg(cal: f64, member_splits: MemberSplits) -> Config {
-        Config {
-            data: DataConfig {
-                cal_fraction: cal,
-                ..Default::default()
-            },
-            train: TrainConfig {
-                ensemble: 3,
-                member_splits,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn calibration_machines_are_seen_by_no_member() {
-        let sp = splits(100, &cfg(0.15, MemberSplits::PerMember));
-        assert_eq!(sp.cal.len(), 15);
-        for (t, v) in &sp.members {
-            assert_eq!(v.len(), 20, "val_fraction is a share of all machines");
-            assert_eq!(t.len(), 65);
-            assert!(sp.cal.iter().all(|c| !t.contains(c) && !v.contains(c)));
-            assert!(v.iter().all(|i| !t.contains(i)));
-        }
-        assert_ne!(
-            sp.members[0].1, sp.members[1].1,
-            "per-member validation differs"
-        );
-        let shared = splits(100, &cfg(0.15, MemberSplits::Shared));
-        assert!(shared.members.iter().all(|m| m == &shared.members[0]));
-        assert_eq!(
-            shared.cal, sp.cal,
-            "the calibration split ignores the member split"
-        );
-    }
-
-    #[test]
-    fn without_a_calibration_split_the_old_split_is_kept() {
-        let sp = splits(50, &cfg(0.0, MemberSplits::Shared));
-        assert!(sp.cal.is_empty());
-        assert_eq!(sp.members[0], dataset::split_machines(50, 0.2, 0));
-    }
 }

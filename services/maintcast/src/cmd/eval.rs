@@ -21,9 +21,9 @@ pub struct Args {
     pub device: String,
     /// Score on the machines the model card lists as held out (`val`: the first member's
     /// validation machines, which its early stopping saw and, with per-member splits, other
-    /// members trained on; `cal`: machines nothing saw) instead of the test protocol, with the test
-    /// protocol's truncation: validation that looks like the test, for choosing a recipe without
-    /// the test set.
+    /// members trained on; `cal`: machines nothing saw, which folds do not leave) instead of the
+    /// test protocol, with the test protocol's truncation: validation that looks like the test,
+    /// for choosing a recipe without the test set.
     #[arg(long, value_enum)]
     pub held_out: Option<HeldOut>,
     /// With --held-out: cuts per machine.
@@ -50,6 +50,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         let ids: Vec<String> = serde_json::from_value(forecaster.card().data[key].clone())
             .with_context(|| format!("the model card lists no {key}"))?;
+        anyhow::ensure!(
+            !ids.is_empty(),
+            "the model card's {key} is empty: no machine was held out from every member (with \
+             member_splits = \"folds\" each machine is some member's training machine); score \
+             the recipe out of sample with `maintcast cv`"
+        );
         let history = match args.data.load()? {
             Loaded::Cmapss(c) => c.train,
             Loaded::Csv(h) => h,
