@@ -32,6 +32,8 @@
 //! loss = "mse"           # "mae", "huber" (with huber_delta)
 //! huber_delta = 1.0
 //! # clip_norm = 1.0      # clip gradients to this global L2 norm
+//! # spike_factor = 2.0   # an epoch's training loss above this times the previous epoch's rolls
+//!                        # back to the best weights, fresh optimizer moments, half the lr
 //! patience = 10          # epochs without a better validation loss before stopping
 //! min_delta = 0.0
 //! seed = 0
@@ -136,6 +138,7 @@ pub struct TrainConfig {
     pub loss: LossKind,
     pub huber_delta: f64,
     pub clip_norm: Option<f64>,
+    pub spike_factor: Option<f64>,
     pub patience: usize,
     pub min_delta: f64,
     pub seed: u64,
@@ -169,6 +172,7 @@ impl Default for TrainConfig {
             loss: LossKind::Mse,
             huber_delta: 1.0,
             clip_norm: None,
+            spike_factor: None,
             patience: 10,
             min_delta: 0.0,
             seed: 0,
@@ -250,6 +254,9 @@ impl Config {
         if t.clip_norm.is_some_and(|c| c.is_nan() || c <= 0.0) {
             return bad("train.clip_norm must be positive".into());
         }
+        if t.spike_factor.is_some_and(|f| f.is_nan() || f <= 1.0) {
+            return bad("train.spike_factor must be above 1 (a rise, not a fall)".into());
+        }
         if self.model.hidden.is_empty() || self.model.hidden.contains(&0) {
             return bad("model.hidden must list at least one non-zero width".into());
         }
@@ -293,6 +300,8 @@ mod tests {
         assert!(e.to_string().contains("patiance"), "{e}");
         assert!(Config::from_toml("[data]\nwindow = 10\nmin_rows = 11\n").is_err());
         assert!(Config::from_toml("[train.optimizer]\nkind = \"lbfgs\"\n").is_err());
+        assert!(Config::from_toml("[train]\nspike_factor = 2.0\n").is_ok());
+        assert!(Config::from_toml("[train]\nspike_factor = 1.0\n").is_err());
         let folds = "[train]\nensemble = 3\nmember_splits = \"folds\"\n";
         assert!(Config::from_toml(folds).is_ok());
         let one = "[train]\nmember_splits = \"folds\"\n";

@@ -145,10 +145,13 @@ pub fn fit(
     let mut yb = Vec::with_capacity(cfg.batch_size);
 
     let started = Instant::now();
-    let mut reports = Vec::new();
+    let mut reports: Vec<EpochReport> = Vec::new();
     let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
+    // Halved at each rollback after a loss spike, on top of the schedule.
+    let mut lr_scale = 1.0;
+    let mut prev_loss: Option<f64> = None;
     for epoch in 0..cfg.epochs {
-        let lr = schedule.lr(epoch);
+        let lr = schedule.lr(epoch) * lr_scale;
         order.shuffle(&mut rng);
         let (mut loss_sum, mut seen) = (0.0, 0usize);
         for chunk in order.chunks(cfg.batch_size) {
@@ -187,8 +190,30 @@ pub fn fit(
             loss_sum += batch_loss * b as f64;
             seen += b;
         }
-        network.refresh_inference_weights();
         let train_loss = loss_sum / seen as f64;
+        if let (true, Some((_, at, snapshot))) =
+            (spiked(cfg.spike_factor, prev_loss, train_loss), &best)
+        {
+            // An epoch that ends with Adam's moments full of a spike's gradients rarely finds its
+            // way back before patience runs out (FD001: a member stuck at val RMSE 27 beside
+            // two at 12); from the best weights with fresh moments and a smaller step it does.
+            for (v, t) in vars.iter().zip(snapshot) {
+                v.set(t)?;
+            }
+            opt = Optimizer::new(cfg.optimizer.clone(), &vars)?;
+            lr_scale *= 0.5;
+            tracing::warn!(
+                "epoch {}: training loss {train_loss:.3} after {:.3}: back to epoch {}'s weights, \
+                 learning rate halved",
+                epoch + 1,
+                prev_loss.unwrap_or(f64::NAN),
+                at + 1
+            );
+            prev_loss = Some(reports[*at].train_loss);
+        } else {
+            prev_loss = Some(train_loss);
+        }
+        network.refresh_inference_weights();
         let (val_loss, val_mae, val_rmse) = if val.is_empty() {
             (train_loss, f64::NAN, f64::NAN)
         } else {
@@ -240,6 +265,15 @@ pub fn fit(
     })
 }
 
+/// Whether an epoch's training loss is a spike: `factor` times the previous epoch's, or not a
+/// number.
+fn spiked(factor: Option<f64>, prev: Option<f64>, loss: f64) -> bool {
+    match (factor, prev) {
+        (Some(f), Some(p)) => !loss.is_finite() || loss > f * p,
+        _ => false,
+    }
+}
+
 /// Forecasts for every window, in chunks so memory stays bounded.
 pub fn predict_all(network: &Network, w: &Windows) -> Result<Vec<f32>> {
     const CHUNK: usize = 1024;
@@ -268,6 +302,77 @@ pub fn log_epoch(r: &EpochReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spike_is_a_rise_by_the_factor_or_not_a_number() {
+        assert!(spiked(Some(2.0), Some(100.0), 201.0));
+        assert!(!spiked(Some(2.0), Some(100.0), 199.0));
+        assert!(spiked(Some(2.0), Some(100.0), f64::NAN));
+        assert!(!spiked(None, Some(100.0), 1e9), "off unless configured");
+        assert!(
+            !spiked(Some(2.0), None, 1e9),
+            "the first epoch has nothing to rise from"
+        );
+    }
+
+    /// Plain SGD at a rate that makes the training loss rise from one epoch to the next.
+    fn bumpy_run(spike_factor: Option<f64>) -> Fitted {
+        let (n, window, nf) = (256, 4, 2);
+        let mut rng = StdRng::seed_from_u64(3);
+        let x: Vec<f32> = (0..n * window * nf).map(|_| rng.random::<f32>()).collect();
+        let y: Vec<f32> = (0..n)
+            .map(|i| {
+                125.0
+                    * x[i * window * nf..(i + 1) * window * nf]
+                        .iter()
+                        .sum::<f32>()
+                    / 8.0
+            })
+            .collect();
+        let w = Windows {
+            x,
+            y,
+            window,
+            n_features: nf,
+        };
+        let arch = ArchConfig {
+            n_features: nf,
+            hidden: vec![8],
+            dropout: 0.0,
+        };
+        let cfg = TrainConfig {
+            epochs: 12,
+            batch_size: 32,
+            lr: 0.1,
+            patience: 12,
+            optimizer: optim::OptimizerConfig {
+                kind: optim::OptimizerKind::Sgd,
+                ..Default::default()
+            },
+            spike_factor,
+            ..Default::default()
+        };
+        fit(&arch, &w, &w, &cfg, 0, &Device::Cpu, &mut |_| {}).unwrap()
+    }
+
+    #[test]
+    fn a_loss_spike_rolls_back_to_the_best_weights_at_half_the_rate() {
+        let rises =
+            |f: &Fitted| (f.epochs.windows(2)).any(|p| p[1].train_loss > 1.2 * p[0].train_loss);
+        let off = bumpy_run(None);
+        assert!(rises(&off), "without a rise this test means nothing");
+        assert!(off.epochs.iter().all(|e| e.lr == 0.1));
+        let on = bumpy_run(Some(1.2));
+        let at = (on.epochs.windows(2))
+            .position(|p| p[1].lr < p[0].lr)
+            .expect("a rollback halves the rate");
+        assert_eq!(on.epochs[at + 1].lr, 0.05);
+        // The epoch that spiked is scored with the weights it rolled back to.
+        let best_before = (on.epochs[..at].iter())
+            .map(|e| e.val_loss)
+            .fold(f64::INFINITY, f64::min);
+        assert_eq!(on.epochs[at].val_loss, best_before);
+    }
 
     #[test]
     fn orthogonal_init_has_orthonormal_columns_in_pytorch_layout() {
