@@ -214,6 +214,7 @@ pub fn train_model(
     let val_w = first_val.unwrap_or_default();
     let val_pred = ensemble(&val_w)?;
     let shared_cal_pred = ensemble(&shared_cal_w)?;
+    let in_sample = oof.0.is_empty() && shared_cal_w.is_empty();
     let (calib_from, cp, cy) = if !oof.0.is_empty() {
         // A member's residuals run wider than the ensemble's, so the interval errs wide.
         (
@@ -251,7 +252,7 @@ pub fn train_model(
         ms.iter().map(|m| m.machine_id.clone()).collect()
     };
     let mut metrics_json = serde_json::json!({ "val": scores(&val_pred, &val_w.y) });
-    if !cy.is_empty() && !std::ptr::eq(cy, &val_w.y) {
+    if !in_sample && !cy.is_empty() {
         metrics_json["calibration"] = scores(cp, cy);
     }
     let card = ModelCard {
@@ -282,7 +283,7 @@ pub fn train_model(
             "cal_machines": id(&pick(&sp.shared_cal)),
             "member_cal_machines": sp.members.iter().map(|m| id(&pick(&m.cal))).collect::<Vec<_>>(),
             "val_windows": val_w.len(),
-            "cal_windows": if std::ptr::eq(cy, &val_w.y) { 0 } else { cy.len() },
+            "cal_windows": if in_sample { 0 } else { cy.len() },
         }),
         metrics: metrics_json,
         weights_sha256: String::new(),
