@@ -325,6 +325,8 @@ mod tests {
         assert_eq!(c.train.member_splits, MemberSplits::Folds);
         assert_eq!(c.data.cal_fraction, 0.0);
         assert_eq!(c.data.ends_on, ["failure"]);
+        // a member whose training loss spikes goes back to its best weights
+        assert_eq!(c.train.spike_factor, Some(2.0));
         assert!(Config::from_toml("[data]\nval_fraction = 0.5\ncal_fraction = 0.5\n").is_err());
         assert!(Config::from_toml("[data]\nema_alpha = 0.0\n").is_err());
         assert!(Config::from_toml("[train]\nmember_splits = \"per-member\"\n").is_ok());
