@@ -228,17 +228,20 @@ pub fn snapshot(
     records
 }
 
-/// Writes a snapshot and waits for every delivery. False when one was not delivered: the caller
-/// then postpones the commit (a committed offset must never be ahead of the windows) and marks
-/// the machines changed again, so the next snapshot writes them.
+/// Writes a snapshot and waits for every delivery, at most `timeout`. False when one was not
+/// delivered in time: the caller then postpones the commit (a committed offset must never be
+/// ahead of the windows) and marks the machines changed again, so the next snapshot writes them.
+/// A record still queued after the timeout may land later; its machine's next record is queued
+/// behind it on the same partition, so the topic still ends on the newest window.
 pub async fn deliver(
-    config: &Config,
-    producer: &FutureProducer,
-    records: &[(String, Vec<u8>)],
+    topic: String,
+    producer: FutureProducer,
+    records: Vec<(String, Vec<u8>)>,
+    timeout: Duration,
 ) -> bool {
     let mut pending = Vec::with_capacity(records.len());
-    for (id, body) in records {
-        let record = FutureRecord::<[u8], [u8]>::to(&config.topics.checkpoint)
+    for (id, body) in &records {
+        let record = FutureRecord::<[u8], [u8]>::to(&topic)
             .key(id.as_bytes())
             .payload(body);
         match producer.send_result(record) {
@@ -249,11 +252,18 @@ pub async fn deliver(
             }
         }
     }
-    for f in futures::future::join_all(pending).await {
-        if !matches!(f, Ok(Ok(_))) {
-            tracing::warn!("checkpoint not delivered; commit postponed");
-            return false;
-        }
+    let Ok(delivered) = tokio::time::timeout(timeout, futures::future::join_all(pending)).await
+    else {
+        tracing::warn!(
+            ?timeout,
+            records = records.len(),
+            "checkpoints not delivered in time; commit postponed"
+        );
+        return false;
+    };
+    if delivered.iter().any(|f| !matches!(f, Ok(Ok(_)))) {
+        tracing::warn!("checkpoint not delivered; commit postponed");
+        return false;
     }
     true
 }
@@ -359,5 +369,31 @@ mod tests {
             bits(&[w.fill_base[1], w.fill_base[0]])
         );
         assert_eq!(back.fill_base_ts, [w.fill_base_ts[1], w.fill_base_ts[0]]);
+    }
+
+    /// The service loop waits for checkpoints before it commits; a broker that does not answer
+    /// must cost it the timeout, not librdkafka's message timeout (five minutes by default).
+    #[tokio::test]
+    async fn an_unanswered_delivery_gives_up_at_the_timeout() {
+        // Nothing listens on port 1: the records stay queued.
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .create()
+            .unwrap();
+        let records = vec![("m-1".to_string(), vec![1u8, 2, 3])];
+        let started = Instant::now();
+        let delivered = tokio::time::timeout(
+            Duration::from_secs(30),
+            deliver(
+                "checkpoints".into(),
+                producer,
+                records,
+                Duration::from_millis(500),
+            ),
+        )
+        .await
+        .expect("deliver returned within its timeout");
+        assert!(!delivered);
+        assert!(started.elapsed() >= Duration::from_millis(500));
     }
 }

@@ -17,7 +17,7 @@ use maintcast_common::shutdown::Shutdown;
 use maintcast_proto::Decoder;
 use prometheus_client::registry::Registry;
 use rdkafka::producer::FutureProducer;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::accuracy::{self, ScoreJob, Scorer};
 use crate::checkpoint;
@@ -158,6 +158,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         score_tx,
         score_jobs: Vec::new(),
         sealed: None,
+        checkpoints_done: Arc::new(Notify::new()),
         metrics,
         health,
         shutdown: shutdown.clone(),
@@ -205,6 +206,8 @@ struct Loop {
     /// The epoch waiting to settle; at most one, so a slow sink delays commits, not consumption
     /// (which the bounded queues to inference and InfluxDB pace).
     sealed: Option<Sealed>,
+    /// Wakes the loop when the sealed epoch's checkpoints are delivered (or given up on).
+    checkpoints_done: Arc<Notify>,
     metrics: Metrics,
     health: Health,
     shutdown: Shutdown,
@@ -226,10 +229,12 @@ impl Loop {
         lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut health_tick = tokio::time::interval(Duration::from_millis(500));
         let lag_running = Arc::new(AtomicBool::new(false));
+        let checkpoints_done = self.checkpoints_done.clone();
         loop {
             tokio::select! {
                 biased;
                 Some(ack) = ack_rx.recv() => self.on_ack(ack),
+                _ = checkpoints_done.notified() => {}
                 _ = self.shutdown.wait(), if !stopping => {
                     tracing::info!(in_flight = self.ledger.in_flight(), "draining before exit");
                     stopping = true;

@@ -23,12 +23,23 @@ pub(super) struct Sealed {
     epoch: Epoch,
     /// Consumed positions of the owned partitions where it ended.
     positions: HashMap<Partition, i64>,
-    /// Its changed windows as they were at those positions, by machine.
+    /// Its changed windows as they were at those positions, by machine; taken by their delivery.
     checkpoints: Vec<(String, Vec<u8>)>,
+    /// The machines whose windows it checkpoints, marked changed again if delivery fails.
+    machines: Vec<String>,
+    /// The checkpoints' delivery, once everything else derived from the epoch is acknowledged.
+    delivery: Option<tokio::task::JoinHandle<bool>>,
     /// Its maintenance events, scored once its forecasts are all written.
     scores: Vec<ScoreJob>,
     /// Sealed by a drain (revoke or shutdown), which consumption waits for.
     drain: Option<Option<Revoking>>,
+}
+
+/// How long an epoch's checkpoints may take to deliver before it settles without a commit. A
+/// revoke waits for the epoch before it and then delivers its own, so two of these fit in the
+/// time the poll thread holds the rebalance for the drain.
+fn checkpoint_timeout(config: &crate::config::Config) -> std::time::Duration {
+    config.drain_timeout / 3
 }
 
 impl Loop {
@@ -37,10 +48,13 @@ impl Loop {
     pub(super) fn seal(&mut self, drain: Option<Option<Revoking>>) {
         let checkpoints = checkpoint::snapshot(&self.config, &mut self.pipeline, &self.ledger);
         let (epoch, positions) = self.ledger.seal();
+        let machines = checkpoints.iter().map(|(id, _)| id.clone()).collect();
         self.sealed = Some(Sealed {
             epoch,
             positions,
             checkpoints,
+            machines,
+            delivery: None,
             scores: std::mem::take(&mut self.score_jobs),
             drain,
         });
@@ -69,12 +83,30 @@ impl Loop {
                 return None;
             }
         }
+        // Checkpoints first: a committed offset must never be ahead of the windows. They are
+        // delivered beside the loop, so a broker that stops answering holds back commits while
+        // acknowledgements, consumption and a revoke go on.
+        let delivery = s.delivery.get_or_insert_with(|| {
+            let done = self.checkpoints_done.clone();
+            let job = checkpoint::deliver(
+                self.config.topics.checkpoint.clone(),
+                self.producer.clone(),
+                std::mem::take(&mut s.checkpoints),
+                checkpoint_timeout(&self.config),
+            );
+            tokio::spawn(async move {
+                let delivered = job.await;
+                done.notify_one();
+                delivered
+            })
+        });
+        if !delivery.is_finished() {
+            return None;
+        }
         let s = self.sealed.take()?;
-        // Checkpoints first: a committed offset must never be ahead of the windows.
-        let checkpointed = checkpoint::deliver(&self.config, &self.producer, &s.checkpoints).await;
+        let checkpointed = s.delivery.expect("started above").await.unwrap_or(false);
         if !checkpointed {
-            self.pipeline
-                .mark_dirty(s.checkpoints.into_iter().map(|(id, _)| id));
+            self.pipeline.mark_dirty(s.machines);
         }
         let drained = s.drain.is_some();
         match s.drain {

@@ -86,7 +86,8 @@ pub struct Args {
     max_future: String,
     #[arg(long, env = "MAINTCAST_HTTP_ADDR", default_value = defaults::HTTP_ADDR)]
     http_addr: SocketAddr,
-    /// How long shutdown (and a revoke) waits for outstanding writes before giving up.
+    /// How long shutdown (and a revoke) waits for outstanding writes before giving up; a commit
+    /// waits a third of it for its window checkpoints, then is postponed.
     #[arg(long, env = "MAINTCAST_DRAIN_TIMEOUT", default_value = defaults::DRAIN_TIMEOUT, value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
     /// Partitions of the checkpoint topic, when ingest creates it.
