@@ -12,9 +12,10 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::{ModelError, Result};
-use crate::evaluate::{EvalReport, evaluate_truncated};
+use crate::evaluate::{CutRule, EvalReport, evaluate_truncated};
 use crate::forecaster::Forecaster;
 use crate::history::{History, MachineHistory};
+use crate::metrics::RangeStats;
 use crate::pipeline;
 use crate::train::EpochReport;
 
@@ -67,6 +68,8 @@ pub struct CvSummary {
     /// Coverage per third of the true value's range, near failure first: the interval's
     /// conditional calibration, which the overall figure can hide.
     pub coverage_by_third: Vec<Spread>,
+    /// RMSE per third of the true value's range, near failure first: where the point error is.
+    pub rmse_by_third: Vec<Spread>,
 }
 
 impl CvSummary {
@@ -84,19 +87,25 @@ impl CvSummary {
             score_per_example: pick(|r| r.score / r.n as f64),
             coverage_p10_p90: pick(|r| r.coverage_p10_p90),
             interval_width: pick(|r| r.interval_width),
-            coverage_by_third: (0..thirds)
-                .map(|t| {
-                    Spread::of(
-                        &(folds.iter())
-                            .filter_map(|r| r.report.interval_by_third.get(t))
-                            .filter(|s| s.stats.n > 0)
-                            .map(|s| s.stats.coverage)
-                            .collect::<Vec<_>>(),
-                    )
-                })
-                .collect(),
+            coverage_by_third: by_third(folds, thirds, |s| s.stats.coverage),
+            rmse_by_third: by_third(folds, thirds, |s| s.rmse),
         }
     }
+}
+
+/// One figure per third across folds; a fold with no truth in a third does not count there.
+fn by_third(folds: &[FoldReport], thirds: usize, f: fn(&RangeStats) -> f64) -> Vec<Spread> {
+    (0..thirds)
+        .map(|t| {
+            Spread::of(
+                &(folds.iter())
+                    .filter_map(|r| r.report.interval_by_third.get(t))
+                    .filter(|s| s.stats.n > 0)
+                    .map(f)
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect()
 }
 
 /// Machine indices `0..n` shuffled by `seed` and dealt into `k` folds whose sizes differ by at
@@ -122,6 +131,7 @@ pub struct CvSettings {
     /// Cuts per held-out machine, and their seed (`evaluate_truncated`).
     pub cuts: usize,
     pub cut_seed: u64,
+    pub cut_rule: CutRule,
 }
 
 /// Trains `cfg` once per fold on the other folds' machines and scores the fold. `on_epoch(fold,
@@ -156,7 +166,7 @@ pub fn cross_validate(
         trained.save(dir.path())?;
         let forecaster = Forecaster::load(dir.path(), device)?;
         let machines: Vec<&MachineHistory> = held.iter().map(|&i| &history.machines[i]).collect();
-        let report = evaluate_truncated(&forecaster, &machines, s.cuts, s.cut_seed)?;
+        let report = evaluate_truncated(&forecaster, &machines, s.cuts, s.cut_seed, s.cut_rule)?;
         let fold = FoldReport {
             fold: f + 1,
             held_out: machines.iter().map(|m| m.machine_id.clone()).collect(),
@@ -188,6 +198,7 @@ mod tests {
         let third = |k: usize| crate::metrics::RangeStats {
             from: k as f32,
             to: k as f32 + 1.0,
+            rmse: coverage_by_third[k].1 * 10.0,
             stats: crate::metrics::IntervalStats {
                 n: coverage_by_third[k].0,
                 coverage: coverage_by_third[k].1,
@@ -225,6 +236,8 @@ mod tests {
         assert!((mean[0] - 0.7).abs() < 1e-12 && (mean[2] - 0.8).abs() < 1e-12);
         // The second fold had no truth in the middle third: it does not count as NaN.
         assert_eq!((mean[1], s.coverage_by_third[1].std), (0.7, 0.0));
+        let rmse: Vec<f64> = s.rmse_by_third.iter().map(|s| s.mean).collect();
+        assert!((rmse[0] - 7.0).abs() < 1e-9 && (rmse[1] - 7.0).abs() < 1e-9);
     }
 
     #[test]

@@ -207,12 +207,15 @@ impl IntervalStats {
     }
 }
 
-/// Interval statistics for one range of the true value, `[from, to)` (the last range has no upper
-/// end).
+/// Point error and interval statistics for one range of the true value, `[from, to)` (the last
+/// range has no upper end).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RangeStats {
     pub from: f32,
     pub to: f32,
+    /// RMSE of the point forecast on these examples (NaN when there are none).
+    #[serde(default)]
+    pub rmse: f64,
     #[serde(flatten)]
     pub stats: IntervalStats,
 }
@@ -220,7 +223,13 @@ pub struct RangeStats {
 /// Interval statistics per third of `[0, cap]` of the true value: near failure, middle, far. An
 /// interval can cover 80 % overall by being too wide far from failure and too narrow near it;
 /// this is what shows that.
-pub fn interval_by_third(lo: &[f32], hi: &[f32], truth: &[f32], cap: f32) -> Vec<RangeStats> {
+pub fn interval_by_third(
+    pred: &[f32],
+    lo: &[f32],
+    hi: &[f32],
+    truth: &[f32],
+    cap: f32,
+) -> Vec<RangeStats> {
     (0..3)
         .map(|k| {
             let (from, to) = (cap * k as f32 / 3.0, cap * (k + 1) as f32 / 3.0);
@@ -231,6 +240,7 @@ pub fn interval_by_third(lo: &[f32], hi: &[f32], truth: &[f32], cap: f32) -> Vec
             RangeStats {
                 from,
                 to,
+                rmse: rmse(&pick(pred), &pick(truth)),
                 stats: IntervalStats::of(&pick(lo), &pick(hi), &pick(truth)),
             }
         })

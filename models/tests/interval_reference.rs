@@ -41,6 +41,7 @@ struct Stats {
 struct Third {
     from: f64,
     to: f64,
+    rmse: f64,
     #[serde(flatten)]
     stats: Stats,
 }
@@ -97,12 +98,13 @@ fn interval_bounds_coverage_and_width_match_numpy() {
         r.overall.coverage
     ));
     assert!(close(metrics::mean_width(&lo, &hi), r.overall.mean_width));
-    let thirds = metrics::interval_by_third(&lo, &hi, &r.test_truth, r.cap);
+    let thirds = metrics::interval_by_third(&r.test_pred, &lo, &hi, &r.test_truth, r.cap);
     assert_eq!(thirds.len(), 3);
     for (got, want) in thirds.iter().zip(&r.thirds) {
         assert!((got.from as f64 - want.from).abs() < 1e-4);
         assert!((got.to as f64 - want.to).abs() < 1e-4);
         assert_eq!(got.stats.n, want.stats.n);
+        assert!(close(got.rmse, want.rmse), "{got:?}");
         assert!(close(got.stats.coverage, want.stats.coverage), "{got:?}");
         assert!(
             close(got.stats.mean_width, want.stats.mean_width),

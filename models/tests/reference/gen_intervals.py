@@ -3,7 +3,7 @@ the window smoothing in models/src/smoothing.rs, computed independently in NumPy
 the definitions:
 
 - coverage: share of truths with lo <= truth <= hi; mean width: mean(hi - lo).
-- by third: truths in [0, cap/3), [cap/3, 2cap/3), [2cap/3, inf).
+- by third: truths in [0, cap/3), [cap/3, 2cap/3), [2cap/3, inf); the point forecast's RMSE there.
 - split conformal (Vovk; Lei et al. 2018): residuals r = truth - pred sorted ascending, n of them;
   upper offset = r[ceil((n+1)*0.9)], lower offset = r[floor((n+1)*0.1)] (1-based, clipped to 1..n).
 - Mondrian by forecast bin: sort by forecast, bin b holds positions [n*b/B, n*(b+1)/B) (ties at an
@@ -90,7 +90,8 @@ thirds = []
 for k in range(3):
     a, b = CAP * k / 3, CAP * (k + 1) / 3
     m = (test_truth >= a) & ((test_truth < b) | (k == 2))
-    thirds.append({"from": a, "to": b, **stats(lo[m], hi[m], test_truth[m])})
+    rmse = float(np.sqrt(((test_pred[m] - test_truth[m]) ** 2).mean()))
+    thirds.append({"from": a, "to": b, "rmse": rmse, **stats(lo[m], hi[m], test_truth[m])})
 
 # EMA
 window, nf, alpha = 5, 2, 0.3

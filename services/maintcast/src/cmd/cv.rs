@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use maintcast_models::cv::{self, CvSettings, CvSummary, Spread};
 use maintcast_models::train;
 
+use super::eval::CutsBy;
 use super::train::{DataArgs, Loaded};
 
 #[derive(clap::Args)]
@@ -33,6 +34,9 @@ pub struct Args {
     /// Seed of the cut points.
     #[arg(long, default_value_t = 0)]
     pub cut_seed: u64,
+    /// How the cut points are drawn (see `eval --cuts-by`).
+    #[arg(long, value_enum, default_value_t = CutsBy::Length)]
+    pub cuts_by: CutsBy,
     /// cpu, cuda:N or auto.
     #[arg(long, env = "MAINTCAST_DEVICE", default_value = "cpu")]
     pub device: String,
@@ -51,6 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         fold_seed: args.fold_seed,
         cuts: args.cuts,
         cut_seed: args.cut_seed,
+        cut_rule: args.cuts_by.into(),
     };
     let k = args.folds;
     let mut print_err = None;
@@ -107,4 +112,24 @@ fn table(s: &CvSummary) -> String {
         + &row("PHM08 score / example", &s.score_per_example)
         + &row("p10-p90 coverage", &s.coverage_p10_p90)
         + &row("p10-p90 width", &s.interval_width)
+        + &thirds("rmse", &s.rmse_by_third)
+        + &thirds("coverage", &s.coverage_by_third)
+}
+
+/// One row per third of the true value's range, near failure first.
+fn thirds(name: &str, v: &[Spread]) -> String {
+    let labels = ["near", "middle", "far"];
+    v.iter()
+        .zip(labels)
+        .map(|(s, third)| {
+            format!(
+                "{:<22} {:>8.3} {:>8.3} {:>8.3} {:>8.3}\n",
+                format!("{name}, {third} third"),
+                s.mean,
+                s.std,
+                s.min,
+                s.max
+            )
+        })
+        .collect()
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use maintcast_models::evaluate::CutRule;
 use maintcast_models::{Forecaster, pipeline};
 
 use super::train::{DataArgs, Loaded};
@@ -32,6 +33,29 @@ pub struct Args {
     /// With --held-out: seed of the cut points.
     #[arg(long, default_value_t = 0)]
     pub cut_seed: u64,
+    /// With --held-out: how the cut points are drawn.
+    #[arg(long, value_enum, default_value_t = CutsBy::Length)]
+    pub cuts_by: CutsBy,
+}
+
+/// How a held-out machine's cut points are drawn (`--cuts-by`).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum CutsBy {
+    /// The rows kept are uniform over the machine's life, as C-MAPSS test units are cut: a
+    /// long-lived machine is mostly cut while healthy, so much of the truth sits at the cap.
+    Length,
+    /// The true remaining life is uniform from 0 to the cap: every part of the forecast's range
+    /// weighs the same, whatever the machines' lifetimes.
+    Rul,
+}
+
+impl From<CutsBy> for CutRule {
+    fn from(c: CutsBy) -> CutRule {
+        match c {
+            CutsBy::Length => CutRule::Length,
+            CutsBy::Rul => CutRule::Rul,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -71,8 +95,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             machines.len(),
             ids.len()
         );
-        let report =
-            pipeline::evaluate_truncated(&forecaster, &machines, args.cuts, args.cut_seed)?;
+        let report = pipeline::evaluate_truncated(
+            &forecaster,
+            &machines,
+            args.cuts,
+            args.cut_seed,
+            args.cuts_by.into(),
+        )?;
         println!("{}", serde_json::to_string(&report)?);
         eprint!("{}", summary(&report));
         return Ok(ExitCode::SUCCESS);
@@ -111,10 +140,11 @@ pub fn summary(r: &pipeline::EvalReport) -> String {
     );
     for t in &r.interval_by_third {
         s += &format!(
-            "  truth {:>5.1}-{:<5.1}  n {:>5}  coverage {:>5.1} %  mean width {:.1}\n",
+            "  truth {:>5.1}-{:<5.1}  n {:>5}  rmse {:>6.2}  coverage {:>5.1} %  mean width {:.1}\n",
             t.from,
             t.to,
             t.stats.n,
+            t.rmse,
             100.0 * t.stats.coverage,
             t.stats.mean_width
         );
