@@ -41,8 +41,8 @@ pub struct Args {
 /// How a held-out machine's cut points are drawn (`--cuts-by`).
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum CutsBy {
-    /// The rows kept are uniform over the machine's life, as C-MAPSS test units are cut: a
-    /// long-lived machine is mostly cut while healthy, so much of the truth sits at the cap.
+    /// The number of rows kept is uniform over the machine's life: a long-lived machine is
+    /// mostly cut while healthy, so much of the truth sits at the cap.
     Length,
     /// The true remaining life is uniform from 0 to the cap: every part of the forecast's range
     /// weighs the same, whatever the machines' lifetimes.
