@@ -455,6 +455,7 @@ fn publish_nan_model(registry_dir: &std::path::Path, name: &str) -> String {
             offset: vec![50.0, 0.0, 1.0],
             scale: vec![50.0, 2.0, 4.0],
             seed: 1,
+            pooling: Default::default(),
         },
     )
     .unwrap();

@@ -2,7 +2,9 @@
 //! (`min_rows` < window): gaps (absent sensors, JSON nulls, Protobuf infinities), unknown sensors,
 //! duplicate and out-of-order rows, maintenance events on time, late and stale, and a machine with
 //! fewer rows than the window. Every forecast written must equal the offline forecaster's, which
-//! prepares windows with the models crate's data path as training does.
+//! prepares windows with the models crate's data path as training does. The model pools its top
+//! layer with attention, so the serving path of that architecture is held to the same check
+//! (ingest_stream serves the last-state one).
 //!
 //! Telemetry and events are separate topics, so the order in which the service sees a row and an
 //! event is only fixed when one was processed before the other was sent: the test sends in
@@ -19,6 +21,7 @@ use maintcast_e2e::stream::{
     wait_committed,
 };
 use maintcast_e2e::{kafka_brokers, unique};
+use maintcast_models::network::Pooling;
 use maintcast_models::prep::Arrival;
 use maintcast_models::{Forecaster, registry};
 use maintcast_proto::{MaintenanceEvent, MaintenanceKind, Telemetry};
@@ -156,6 +159,7 @@ async fn every_forecast_of_a_messy_fleet_equals_the_offline_one() {
         offset: vec![50.0, 0.0, 1.0],
         scale: vec![50.0, 2.0, 4.0],
         seed: 17,
+        pooling: Pooling::Attention,
     };
     let version = publish_random_model(reg.path(), &model, spec).unwrap();
     registry::promote(reg.path(), &model, &version, "messy-fleet test").unwrap();

@@ -427,6 +427,7 @@ async fn a_broken_shadow_never_touches_the_served_forecasts() {
             offset: vec![0.0, 0.0],
             scale: vec![1.0, 1.0],
             seed: 5,
+            pooling: Default::default(),
         },
     )
     .unwrap();

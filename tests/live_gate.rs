@@ -55,6 +55,7 @@ fn shadow_is_named_and_cleared_by_hand_and_a_misfit_is_refused() {
             offset: vec![0.0, 0.0],
             scale: vec![1.0, 1.0],
             seed: 3,
+            pooling: Default::default(),
         },
     )
     .unwrap(); // v0003: a feature fewer

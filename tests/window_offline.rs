@@ -123,6 +123,7 @@ fn model(window: usize, min_rows: usize, seed: u64) -> Model {
         offset: vec![1.0, 50.0, 0.0],
         scale: vec![4.0, 50.0, 2.0],
         seed,
+        pooling: Default::default(),
     };
     let version = publish_random_model(registry.path(), "m", spec).unwrap();
     let dir = registry.path().join("m").join(version);

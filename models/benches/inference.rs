@@ -23,6 +23,7 @@ fn default_network() -> (VarMap, Network) {
         n_features: FEATURES,
         hidden: vec![64, 64],
         dropout: 0.0,
+        pooling: Default::default(),
     };
     let varmap = VarMap::new();
     let net = Network::new(

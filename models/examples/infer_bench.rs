@@ -7,14 +7,15 @@
 //! cargo run --release -p maintcast-models --example infer_bench -- [KERNEL] [BATCHES]
 //! KERNEL: avx512 | avx512-bf16 | portable (default: what the CPU picks for f32), or `cuda` for
 //! the GPU path on cuda:0 (input copied in and results copied out in every call);
-//! BATCHES: comma-separated (default 1,64,1024). Threads: RAYON_NUM_THREADS.
+//! BATCHES: comma-separated (default 1,64,1024). Threads: RAYON_NUM_THREADS. `POOLING=attention`
+//! times the attention-pooled head instead of the last-state one.
 
 use std::time::Instant;
 
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use maintcast_models::CpuKernel;
-use maintcast_models::network::{ArchConfig, Network};
+use maintcast_models::network::{ArchConfig, Network, Pooling};
 
 const WINDOW: usize = 60;
 const FEATURES: usize = 14;
@@ -41,16 +42,21 @@ fn main() -> anyhow::Result<()> {
         n_features: FEATURES,
         hidden: vec![64, 64],
         dropout: 0.0,
+        pooling: match std::env::var("POOLING").as_deref() {
+            Err(_) | Ok("last") => Pooling::Last,
+            Ok("attention") => Pooling::Attention,
+            Ok(other) => anyhow::bail!("POOLING must be last or attention, got {other}"),
+        },
     };
     let varmap = VarMap::new();
     let net = Network::new(VarBuilder::from_varmap(&varmap, DType::F32, &device), &cfg)?;
     if let Some(k) = kernel {
         net.set_cpu_kernel(k)?;
     }
-    let name = if device.is_cpu() {
-        net.cpu_kernel().name()
-    } else {
-        "cuda stepwise"
+    let name = match (device.is_cpu(), cfg.pooling) {
+        (true, Pooling::Last) => net.cpu_kernel().name().to_string(),
+        (true, Pooling::Attention) => format!("{} attention", net.cpu_kernel().name()),
+        (false, _) => "cuda stepwise".to_string(),
     };
     let mut state = 0x9e37_79b9_u32;
     for batch in batches {

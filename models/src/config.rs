@@ -24,6 +24,8 @@
 //! [model]
 //! hidden = [64, 64]      # LSTM layer widths, input side first
 //! dropout = 0.2          # between LSTM layers, training only
+//! pooling = "last"       # what the head reads: the last state, or "attention": the last state
+//!                        # and an attention-weighted mean of every step's output
 //!
 //! [train]
 //! epochs = 100
@@ -54,6 +56,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
+use crate::network::Pooling;
 use crate::optim::{LossKind, OptimizerConfig, Schedule};
 use crate::scaler::ScalerKind;
 
@@ -116,6 +119,7 @@ impl DataConfig {
 pub struct ModelConfig {
     pub hidden: Vec<usize>,
     pub dropout: f32,
+    pub pooling: Pooling,
 }
 
 impl Default for ModelConfig {
@@ -123,6 +127,7 @@ impl Default for ModelConfig {
         Self {
             hidden: vec![64, 64],
             dropout: 0.2,
+            pooling: Pooling::Last,
         }
     }
 }
@@ -309,6 +314,10 @@ mod tests {
             Config::from_toml(one).is_err(),
             "one member has no other folds"
         );
+        let attn = Config::from_toml("[model]\npooling = \"attention\"\n").unwrap();
+        assert_eq!(attn.model.pooling, Pooling::Attention);
+        let e = Config::from_toml("[model]\npooling = \"mean\"\n").unwrap_err();
+        assert!(e.to_string().contains("attention"), "{e}");
         let cal = format!("[data]\ncal_fraction = 0.1\n{folds}");
         assert!(
             Config::from_toml(&cal).is_err(),

@@ -33,7 +33,9 @@ pub(crate) struct FusedLayer {
 pub(crate) struct FusedLstm {
     pub n_features: usize,
     pub layers: Vec<FusedLayer>,
-    /// [H_last].
+    /// `attn.weight` [H_last], with attention pooling.
+    pub attn_weight: Option<Vec<f32>>,
+    /// [H_last], or [2·H_last] with attention pooling.
     pub head_weight: Vec<f32>,
     pub head_bias: f32,
     /// The same weights packed for the AVX-512 kernel, present when `Network` chose it (only
@@ -115,13 +117,17 @@ impl FusedLstm {
                 run_layer(layer, input, batch, window, gates, seq_out, cell);
                 std::mem::swap(seq_in, seq_out);
             }
-            // After the final swap seq_in holds the top layer's sequence; the head reads its
-            // last step.
+            // After the final swap seq_in holds the top layer's sequence.
             let h = self.layers.last().map_or(0, |l| l.hidden);
             for (b, y) in out.iter_mut().enumerate() {
-                let row = &seq_in[(b * window + window - 1) * h..][..h];
-                let dot: f32 = row.iter().zip(&self.head_weight).map(|(a, w)| a * w).sum();
-                *y = dot + self.head_bias;
+                let seq = &seq_in[b * window * h..][..window * h];
+                *y = crate::pooling::head(
+                    seq,
+                    h,
+                    self.attn_weight.as_deref(),
+                    &self.head_weight,
+                    self.head_bias,
+                );
             }
         });
     }

@@ -28,7 +28,7 @@ use rayon::prelude::*;
 
 use crate::error::{ModelError, Result};
 use crate::fused::exp;
-use crate::network::ArchConfig;
+use crate::network::{ArchConfig, Pooling};
 use crate::optim::LossKind;
 
 /// Fewest windows a rayon chunk gets: below this the per-step GEMMs are too small for a second
@@ -44,6 +44,7 @@ enum Slot {
     WeightHh(usize),
     BiasIh(usize),
     BiasHh(usize),
+    AttnWeight,
     HeadWeight,
     HeadBias,
 }
@@ -67,6 +68,9 @@ struct Layer {
 
 struct Weights {
     layers: Vec<Layer>,
+    /// `attn.weight` [H_top]; empty without attention pooling.
+    attn_weight: Vec<f32>,
+    /// [H_top], or [2·H_top] with attention pooling (`[last ; pooled]`).
     head_weight: Vec<f32>,
     head_bias: f32,
 }
@@ -96,8 +100,12 @@ struct LayerGrads {
 struct Workspace {
     acts: Vec<LayerActs>,
     grads: Vec<LayerGrads>,
+    attn_weight: Vec<f32>,
     head_weight: Vec<f32>,
     head_bias: f32,
+    /// One window's attention weights over time [t] and pooled state [H], reused per window.
+    alpha: Vec<f32>,
+    pooled: Vec<f32>,
     /// Gradient of the loss w.r.t. the current layer's outputs, [t * b, H].
     dh: Vec<f32>,
     /// Gradient w.r.t. the cell state carried from step s+1 to s, [b, H].
@@ -166,7 +174,11 @@ impl FusedTrainer {
             slots,
             weights: Weights {
                 layers,
-                head_weight: vec![0.0; n_in],
+                attn_weight: match arch.pooling {
+                    Pooling::Last => Vec::new(),
+                    Pooling::Attention => vec![0.0; n_in],
+                },
+                head_weight: vec![0.0; arch.pooling.head_width(n_in)],
                 head_bias: 0.0,
             },
             workspaces: Vec::new(),
@@ -237,6 +249,7 @@ impl FusedTrainer {
                     *b = x + y;
                 }
             }
+            Slot::AttnWeight => w.attn_weight.copy_from_slice(values),
             Slot::HeadWeight => w.head_weight.copy_from_slice(values),
             Slot::HeadBias => w.head_bias = values[0],
         }
@@ -301,6 +314,7 @@ impl FusedTrainer {
                     Slot::WeightIh(l) => &ws.grads[l].w_ih,
                     Slot::WeightHh(l) => &ws.grads[l].w_hh,
                     Slot::BiasIh(l) | Slot::BiasHh(l) => &ws.grads[l].bias,
+                    Slot::AttnWeight => &ws.attn_weight,
                     Slot::HeadWeight => &ws.head_weight,
                     Slot::HeadBias => std::slice::from_ref(&ws.head_bias),
                 };
@@ -412,21 +426,50 @@ impl Job<'_> {
             }
         }
 
-        // Head on the last step, loss and its gradient; dh of the top layer is zero but there.
+        // The head, the loss and its gradient, which becomes the top layer's output gradient:
+        // at the last step only, or at every step with attention pooling.
         let top = &layers[n_layers - 1];
         let h = top.hidden;
-        let last = &ws.acts[n_layers - 1].h[(t - 1) * b * h..][..b * h];
-        let w = &self.weights.head_weight;
+        let seq = &ws.acts[n_layers - 1].h[..rows * h];
+        let weights = self.weights;
+        let (w_last, w_pooled) = weights.head_weight.split_at(h);
+        let attn = &weights.attn_weight;
         let n = self.batch as f32;
-        grow(&mut ws.head_weight, h);
-        ws.head_weight[..h].fill(0.0);
+        grow(&mut ws.head_weight, weights.head_weight.len());
+        ws.head_weight[..weights.head_weight.len()].fill(0.0);
+        grow(&mut ws.attn_weight, attn.len());
+        ws.attn_weight[..attn.len()].fill(0.0);
         ws.head_bias = 0.0;
         ws.loss = 0.0;
+        grow(&mut ws.alpha, t);
+        grow(&mut ws.pooled, h);
         let dh = &mut ws.dh[..rows * h];
         dh.fill(0.0);
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+        let row = |s: usize, k: usize| (s * b + k) * h;
         for k in 0..b {
-            let hk = &last[k * h..][..h];
-            let pred = hk.iter().zip(w).map(|(a, b)| a * b).sum::<f32>() + self.weights.head_bias;
+            let hk = &seq[row(t - 1, k)..][..h];
+            let mut pred = dot(hk, w_last) + weights.head_bias;
+            let (alpha, pooled) = (&mut ws.alpha[..t], &mut ws.pooled[..h]);
+            if !attn.is_empty() {
+                for (s, a) in alpha.iter_mut().enumerate() {
+                    *a = dot(&seq[row(s, k)..][..h], attn);
+                }
+                let max = alpha.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut total = 0.0;
+                for a in alpha.iter_mut() {
+                    *a = (*a - max).exp();
+                    total += *a;
+                }
+                pooled.fill(0.0);
+                for (s, a) in alpha.iter_mut().enumerate() {
+                    *a /= total;
+                    for (p, &v) in pooled.iter_mut().zip(&seq[row(s, k)..][..h]) {
+                        *p += *a * v;
+                    }
+                }
+                pred += dot(pooled, w_pooled);
+            }
             let (l, dy) = loss_and_grad(self.loss, pred - y[first + k], self.huber_delta);
             ws.loss += l as f64;
             let dy = dy / n;
@@ -434,8 +477,33 @@ impl Job<'_> {
             for (g, &v) in ws.head_weight.iter_mut().zip(hk) {
                 *g += dy * v;
             }
-            for (d, &v) in dh[((t - 1) * b + k) * h..][..h].iter_mut().zip(w) {
+            for (d, &v) in dh[row(t - 1, k)..][..h].iter_mut().zip(w_last) {
                 *d = dy * v;
+            }
+            if attn.is_empty() {
+                continue;
+            }
+            // pooled = Σ α_s h_s with α = softmax(a·h_s): d pooled = dy·w_pooled reaches each h_s
+            // as α_s·d pooled and, through the score, as ds_s·a with
+            // ds_s = α_s (d pooled·h_s − Σ_u α_u d pooled·h_u).
+            for (g, &v) in ws.head_weight[h..2 * h].iter_mut().zip(pooled.iter()) {
+                *g += dy * v;
+            }
+            let mean: f32 = (0..t)
+                .map(|s| alpha[s] * dy * dot(&seq[row(s, k)..][..h], w_pooled))
+                .sum();
+            for (s, &a) in alpha.iter().enumerate() {
+                let hs = &seq[row(s, k)..][..h];
+                let ds = a * (dy * dot(hs, w_pooled) - mean);
+                for (((d, &wp), &at), (g, &v)) in dh[row(s, k)..][..h]
+                    .iter_mut()
+                    .zip(w_pooled)
+                    .zip(attn)
+                    .zip(ws.attn_weight.iter_mut().zip(hs))
+                {
+                    *d += a * dy * wp + ds * at;
+                    *g += ds * v;
+                }
             }
         }
 
@@ -851,6 +919,7 @@ fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
 fn parse_slot(name: &str, n_layers: usize) -> Result<Slot> {
     let bad = || ModelError::Config(format!("fused trainer: unknown variable {name:?}"));
     match name {
+        "attn.weight" => return Ok(Slot::AttnWeight),
         "head.weight" => return Ok(Slot::HeadWeight),
         "head.bias" => return Ok(Slot::HeadBias),
         _ => {}
@@ -882,7 +951,10 @@ fn slot_len(arch: &ArchConfig, slot: Slot) -> usize {
         Slot::WeightIh(l) => 4 * arch.hidden[l] * n_in(l),
         Slot::WeightHh(l) => 4 * arch.hidden[l] * arch.hidden[l],
         Slot::BiasIh(l) | Slot::BiasHh(l) => 4 * arch.hidden[l],
-        Slot::HeadWeight => *arch.hidden.last().expect("validated: at least one layer"),
+        Slot::AttnWeight => *arch.hidden.last().expect("validated: at least one layer"),
+        Slot::HeadWeight => arch
+            .pooling
+            .head_width(*arch.hidden.last().expect("validated: at least one layer")),
         Slot::HeadBias => 1,
     }
 }

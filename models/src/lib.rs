@@ -35,6 +35,7 @@ pub mod fused_train;
 #[cfg(target_arch = "x86_64")]
 mod lstm_avx512;
 pub mod network;
+mod pooling;
 
 pub mod accuracy;
 pub mod artifact;

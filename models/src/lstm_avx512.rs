@@ -60,8 +60,10 @@ struct PackedLayer {
 pub(crate) struct Avx512Lstm {
     n_features: usize,
     layers: Vec<PackedLayer>,
-    /// Padded to the last layer's `hp`.
+    /// Padded to the last layer's `hp`; with attention `[last ; pooled]`, each padded to `hp`.
     head_weight: Vec<f32>,
+    /// `attn.weight` padded to the last layer's `hp`, with attention pooling.
+    attn_weight: Option<Vec<f32>>,
     head_bias: f32,
     bf16: bool,
 }
@@ -86,12 +88,21 @@ impl Avx512Lstm {
             n_in = packed.hp;
             layers.push(packed);
         }
-        let mut head_weight = src.head_weight.clone();
-        head_weight.resize(n_in, 0.0);
+        let h = src.layers.last().map_or(src.n_features, |l| l.hidden);
+        let padded = |w: &[f32]| {
+            let mut w = w.to_vec();
+            w.resize(n_in, 0.0);
+            w
+        };
+        let mut head_weight = padded(&src.head_weight[..h]);
+        if src.attn_weight.is_some() {
+            head_weight.extend(padded(&src.head_weight[h..2 * h]));
+        }
         Self {
             n_features: src.n_features,
             layers,
             head_weight,
+            attn_weight: src.attn_weight.as_deref().map(padded),
             head_bias: src.head_bias,
             bf16,
         }
@@ -209,7 +220,7 @@ impl Avx512Lstm {
             .collect();
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            let Scratch { z, z16, cell } = &mut *scratch;
+            let Scratch { z, z16, cell, top } = &mut *scratch;
             let mut z_off = Vec::with_capacity(self.layers.len());
             let mut c_off = Vec::with_capacity(self.layers.len());
             let (mut z_len, mut c_len, mut z16_len) = (0, 0, 0);
@@ -227,6 +238,12 @@ impl Avx512Lstm {
             cell.resize(c_len, 0.0);
             if z16.len() < z16_len {
                 z16.resize(z16_len, 0);
+            }
+            // Attention pooling reads every step of the top layer: `[n][window][hp]`.
+            let top_layer = &self.layers[self.layers.len() - 1];
+            let top_hp = top_layer.hp;
+            if self.attn_weight.is_some() && top.len() < n * window * top_hp {
+                top.resize(n * window * top_hp, 0.0);
             }
             for t in 0..window {
                 let (cur, nxt) = (t % 2, 1 - t % 2);
@@ -270,15 +287,32 @@ impl Avx512Lstm {
                         b += done;
                     }
                 }
+                if self.attn_weight.is_some() {
+                    let l = self.layers.len() - 1;
+                    for m in 0..n {
+                        let src = z_off[l] + (nxt * n + m) * top_layer.kp + top_layer.n_in;
+                        top[(m * window + t) * top_hp..][..top_hp]
+                            .copy_from_slice(&z[src..src + top_hp]);
+                    }
+                }
             }
-            // After the last step, h_{window-1} sits in z[window % 2] of the top layer.
-            let top = self.layers.len() - 1;
-            let layer = &self.layers[top];
+            let l = self.layers.len() - 1;
             for (m, y) in out.iter_mut().enumerate() {
-                let row = z_off[top] + ((window % 2) * n + m) * layer.kp + layer.n_in;
-                let h = &z[row..row + layer.hp];
-                let dot: f32 = h.iter().zip(&self.head_weight).map(|(a, w)| a * w).sum();
-                *y = dot + self.head_bias;
+                *y = match &self.attn_weight {
+                    Some(attn) => crate::pooling::head(
+                        &top[m * window * top_hp..][..window * top_hp],
+                        top_hp,
+                        Some(attn),
+                        &self.head_weight,
+                        self.head_bias,
+                    ),
+                    // After the last step, h_{window-1} sits in z[window % 2] of the top layer.
+                    None => {
+                        let row = z_off[l] + ((window % 2) * n + m) * top_layer.kp;
+                        let h = &z[row + top_layer.n_in..][..top_hp];
+                        crate::pooling::head(h, top_hp, None, &self.head_weight, self.head_bias)
+                    }
+                };
             }
         });
     }
@@ -289,6 +323,7 @@ struct Scratch {
     z: Vec<f32>,
     z16: Vec<u16>,
     cell: Vec<f32>,
+    top: Vec<f32>,
 }
 
 thread_local! {

@@ -9,8 +9,15 @@
 //! | `lstm.{l}.weight_hh` | `[4H_l, H_l]`   |
 //! | `lstm.{l}.bias_ih`   | `[4H_l]`        |
 //! | `lstm.{l}.bias_hh`   | `[4H_l]`        |
-//! | `head.weight`        | `[1, H_last]`   |
+//! | `attn.weight`        | `[1, H_last]` (attention pooling only) |
+//! | `head.weight`        | `[1, H_last]`; `[1, 2·H_last]` with attention pooling |
 //! | `head.bias`          | `[1]`           |
+//!
+//! With [`Pooling::Attention`] the head reads `[h_T ; Σ_t α_t h_t]`, where `α = softmax_t(a·h_t)`
+//! over the top layer's outputs and `a` is `attn.weight` (PyTorch: `nn.Linear(H, 1, bias=False)`
+//! scoring each step, `softmax` over time, and `nn.Linear(2H, 1)` on the concatenation). Keeping
+//! `h_T` beside the pooled state lets training fall back to the last-state model where pooling
+//! does not help.
 //!
 //! Two forward passes share these weights. [`Network::forward`] is built from Candle ops so that
 //! autograd trains it on any device; [`Network::predict`] runs a fused CPU kernel
@@ -25,6 +32,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cpu_kernel::{CpuKernel, Precision};
 use crate::fused::{FusedLayer, FusedLstm};
+pub use crate::pooling::Pooling;
+use crate::pooling::attention_head;
 use crate::stepwise::LayerWeights;
 
 /// Shape of the network; stored in `model.json` so a saved model rebuilds itself.
@@ -36,6 +45,10 @@ pub struct ArchConfig {
     pub hidden: Vec<usize>,
     /// Dropout applied to the output sequence of every LSTM layer but the last, in training only.
     pub dropout: f32,
+    /// What the head reads from the top layer; models saved before this setting existed read the
+    /// last state.
+    #[serde(default)]
+    pub pooling: Pooling,
 }
 
 impl ArchConfig {
@@ -68,7 +81,13 @@ impl ArchConfig {
             shapes.push((format!("lstm.{l}.bias_hh"), vec![4 * h]));
             n_in = h;
         }
-        shapes.push(("head.weight".to_string(), vec![1, n_in]));
+        if self.pooling == Pooling::Attention {
+            shapes.push(("attn.weight".to_string(), vec![1, n_in]));
+        }
+        shapes.push((
+            "head.weight".to_string(),
+            vec![1, self.pooling.head_width(n_in)],
+        ));
         shapes.push(("head.bias".to_string(), vec![1]));
         shapes
     }
@@ -151,6 +170,8 @@ impl LstmLayer {
 pub struct Network {
     cfg: ArchConfig,
     layers: Vec<LstmLayer>,
+    /// `attn.weight` [1, H], with attention pooling.
+    attn_weight: Option<Tensor>,
     head_weight: Tensor,
     head_bias: Tensor,
     device: Device,
@@ -176,17 +197,29 @@ impl Network {
             n_in = h;
         }
         // nn.Linear's default: uniform in ±1/sqrt(fan_in) for weight and bias.
-        let bound = 1.0 / (n_in as f64).sqrt();
-        let init = Init::Uniform {
-            lo: -bound,
-            up: bound,
+        let linear_init = |fan_in: usize| {
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            Init::Uniform {
+                lo: -bound,
+                up: bound,
+            }
         };
+        let attn_weight = match cfg.pooling {
+            Pooling::Last => None,
+            Pooling::Attention => Some(vb.pp("attn").get_with_hints(
+                (1, n_in),
+                "weight",
+                linear_init(n_in),
+            )?),
+        };
+        let width = cfg.pooling.head_width(n_in);
         let head = vb.pp("head");
-        let head_weight = head.get_with_hints((1, n_in), "weight", init)?;
-        let head_bias = head.get_with_hints(1, "bias", init)?;
+        let head_weight = head.get_with_hints((1, width), "weight", linear_init(width))?;
+        let head_bias = head.get_with_hints(1, "bias", linear_init(width))?;
         Ok(Self {
             cfg: cfg.clone(),
             layers,
+            attn_weight,
             head_weight,
             head_bias,
             device: vb.device().clone(),
@@ -226,10 +259,18 @@ impl Network {
                 seq = candle_nn::ops::dropout(&seq, self.cfg.dropout)?;
             }
         }
-        let h = self.layers[last].forward(&seq, true)?;
-        h.matmul(&self.head_weight.t()?)?
-            .broadcast_add(&self.head_bias)?
-            .squeeze(1)
+        match &self.attn_weight {
+            None => {
+                let h = self.layers[last].forward(&seq, true)?;
+                h.matmul(&self.head_weight.t()?)?
+                    .broadcast_add(&self.head_bias)?
+                    .squeeze(1)
+            }
+            Some(attn) => {
+                let seq = self.layers[last].forward(&seq, false)?;
+                attention_head(&seq, attn, &self.head_weight, &self.head_bias)
+            }
+        }
     }
 
     /// Inference on `batch` row-major windows of shape [window, n_features] (window is inferred
@@ -265,7 +306,13 @@ impl Network {
                 hidden: l.hidden,
             })
             .collect();
-        crate::stepwise::forward(x, &layers, &self.head_weight, &self.head_bias)
+        crate::stepwise::forward(
+            x,
+            &layers,
+            self.attn_weight.as_ref(),
+            &self.head_weight,
+            &self.head_bias,
+        )
     }
 
     /// `predict` on a tensor: [batch, window, n_features] -> [batch], through the fused kernel as
@@ -365,6 +412,10 @@ impl Network {
         Ok(FusedLstm {
             n_features: self.cfg.n_features,
             layers,
+            attn_weight: match &self.attn_weight {
+                Some(a) => Some(host(a)?.flatten_all()?.to_vec1()?),
+                None => None,
+            },
             head_weight: host(&self.head_weight)?.flatten_all()?.to_vec1()?,
             head_bias: host(&self.head_bias)?.to_vec1::<f32>()?[0],
             #[cfg(target_arch = "x86_64")]

@@ -143,6 +143,7 @@ pub fn train_model(
         n_features: features.len(),
         hidden: cfg.model.hidden.clone(),
         dropout: cfg.model.dropout,
+        pooling: cfg.model.pooling,
     };
     let mut members = Vec::with_capacity(cfg.train.ensemble);
     let mut member_reports = Vec::new();

@@ -26,6 +26,7 @@ pub(crate) struct LayerWeights<'a> {
 pub(crate) fn forward(
     x: &Tensor,
     layers: &[LayerWeights],
+    attn_weight: Option<&Tensor>,
     head_weight: &Tensor,
     head_bias: &Tensor,
 ) -> Result<Tensor> {
@@ -69,6 +70,13 @@ pub(crate) fn forward(
         seq = state.narrow(0, 1, window)?.reshape((window * batch, h))?;
     }
     let h = layers.last().map_or(features, |l| l.hidden);
+    if let Some(attn) = attn_weight {
+        let seq = seq
+            .reshape((window, batch, h))?
+            .transpose(0, 1)?
+            .contiguous()?;
+        return crate::pooling::attention_head(&seq, attn, head_weight, head_bias);
+    }
     seq.narrow(0, (window - 1) * batch, batch)?
         .reshape((batch, h))?
         .matmul(&head_weight.t()?)?

@@ -339,6 +339,7 @@ mod tests {
             n_features: nf,
             hidden: vec![8],
             dropout: 0.0,
+            pooling: Default::default(),
         };
         let cfg = TrainConfig {
             epochs: 12,

@@ -6,7 +6,7 @@
 use candle_core::{D, DType, Device, IndexOp, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use maintcast_models::fused_train::FusedTrainer;
-use maintcast_models::network::{ArchConfig, Network};
+use maintcast_models::network::{ArchConfig, Network, Pooling};
 use maintcast_models::optim::{self, LossKind};
 use maintcast_models::train::init_weights;
 
@@ -18,10 +18,21 @@ struct Setup {
 }
 
 fn setup(hidden: &[usize], n_features: usize, dropout: f32, seed: u64) -> Setup {
+    setup_pooled(hidden, n_features, dropout, seed, Pooling::Last)
+}
+
+fn setup_pooled(
+    hidden: &[usize],
+    n_features: usize,
+    dropout: f32,
+    seed: u64,
+    pooling: Pooling,
+) -> Setup {
     let arch = ArchConfig {
         n_features,
         hidden: hidden.to_vec(),
         dropout,
+        pooling,
     };
     let varmap = VarMap::new();
     let net = Network::new(
@@ -123,6 +134,30 @@ fn gradients_match_autograd_without_dropout() {
             let pred = s.net.forward(&x, true).unwrap();
             for kind in [LossKind::Mse, LossKind::Mae, LossKind::Huber] {
                 let what = format!("hidden {hidden:?} batch {b} window {t} {kind:?}");
+                let want = autograd(&s, &pred, &y, kind);
+                let got = fused(&s, &x, &y, kind, 0);
+                assert_close(&what, &s, &got, &want);
+            }
+        }
+    }
+}
+
+#[test]
+fn attention_pooling_gradients_match_autograd() {
+    let cases: [(&[usize], usize); 3] = [(&[7], 5), (&[16, 8], 14), (&[64, 64], 14)];
+    for (k, (hidden, n_features)) in cases.into_iter().enumerate() {
+        let s = setup_pooled(hidden, n_features, 0.0, 10 + k as u64, Pooling::Attention);
+        // Scores far from uniform, so the softmax's own gradient is exercised.
+        let attn = s.names.iter().position(|n| n == "attn.weight").unwrap();
+        let v = &s.vars[attn];
+        v.set(&(v.as_tensor() * 8.0).unwrap()).unwrap();
+        // From two steps up: over one step the softmax is 1 whatever the score, and the score
+        // weights have no gradient.
+        for (b, t) in [(1, 2), (3, 10), (40, 7), (64, 30)] {
+            let (x, y) = batch(&s, b, t);
+            let pred = s.net.forward(&x, true).unwrap();
+            for kind in [LossKind::Mse, LossKind::Huber] {
+                let what = format!("attention, hidden {hidden:?} batch {b} window {t} {kind:?}");
                 let want = autograd(&s, &pred, &y, kind);
                 let got = fused(&s, &x, &y, kind, 0);
                 assert_close(&what, &s, &got, &want);

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use maintcast_models::network::{ArchConfig, Network};
+use maintcast_models::network::{ArchConfig, Network, Pooling};
 use maintcast_models::{CpuKernel, Precision};
 use serde::Deserialize;
 
@@ -19,6 +19,9 @@ struct Reference {
 #[derive(Deserialize)]
 struct Case {
     name: String,
+    /// Absent in cases that predate attention pooling: they read the last state.
+    #[serde(default)]
+    pooling: Pooling,
     n_features: usize,
     hidden: Vec<usize>,
     batch: usize,
@@ -48,6 +51,7 @@ impl Case {
             n_features: self.n_features,
             hidden: self.hidden.clone(),
             dropout: 0.0,
+            pooling: self.pooling,
         }
     }
 
@@ -82,16 +86,11 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
     }
 }
 
-#[test]
-fn weight_names_and_shapes_follow_pytorch_layout() {
-    let cfg = ArchConfig {
-        n_features: 14,
-        hidden: vec![64, 32],
-        dropout: 0.2,
-    };
+/// The variables a fresh network of `cfg` creates, with their shapes, sorted by name.
+fn created_weights(cfg: &ArchConfig) -> Vec<(String, Vec<usize>)> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    Network::new(vb, &cfg).unwrap();
+    Network::new(vb, cfg).unwrap();
     let mut got: Vec<(String, Vec<usize>)> = varmap
         .data()
         .lock()
@@ -100,6 +99,18 @@ fn weight_names_and_shapes_follow_pytorch_layout() {
         .map(|(name, var)| (name.clone(), var.dims().to_vec()))
         .collect();
     got.sort();
+    got
+}
+
+#[test]
+fn weight_names_and_shapes_follow_pytorch_layout() {
+    let cfg = ArchConfig {
+        n_features: 14,
+        hidden: vec![64, 32],
+        dropout: 0.2,
+        pooling: Default::default(),
+    };
+    let got = created_weights(&cfg);
     // Spelled out rather than derived: renaming a weight must fail here, not when a saved
     // model refuses to load.
     let mut want: Vec<(String, Vec<usize>)> = [
@@ -117,6 +128,24 @@ fn weight_names_and_shapes_follow_pytorch_layout() {
     .into_iter()
     .map(|(n, s)| (n.to_string(), s))
     .collect();
+    want.sort();
+    assert_eq!(got, want);
+    let mut declared = cfg.weight_shapes();
+    declared.sort();
+    assert_eq!(declared, want);
+
+    // Attention pooling adds the score weights and doubles the head's input.
+    let cfg = ArchConfig {
+        pooling: Pooling::Attention,
+        ..cfg
+    };
+    let got = created_weights(&cfg);
+    for (name, shape) in want.iter_mut() {
+        if name == "head.weight" {
+            *shape = vec![1, 64];
+        }
+    }
+    want.push(("attn.weight".to_string(), vec![1, 32]));
     want.sort();
     assert_eq!(got, want);
     let mut declared = cfg.weight_shapes();
@@ -298,6 +327,7 @@ fn bad_inputs_get_clear_errors() {
                 n_features: 0,
                 hidden: vec![4],
                 dropout: 0.0,
+                pooling: Default::default(),
             },
             "n_features",
         ),
@@ -306,6 +336,7 @@ fn bad_inputs_get_clear_errors() {
                 n_features: 3,
                 hidden: vec![],
                 dropout: 0.0,
+                pooling: Default::default(),
             },
             "hidden",
         ),
@@ -314,6 +345,7 @@ fn bad_inputs_get_clear_errors() {
                 n_features: 3,
                 hidden: vec![4, 0],
                 dropout: 0.0,
+                pooling: Default::default(),
             },
             "hidden[1]",
         ),
@@ -322,6 +354,7 @@ fn bad_inputs_get_clear_errors() {
                 n_features: 3,
                 hidden: vec![4],
                 dropout: 1.0,
+                pooling: Default::default(),
             },
             "dropout",
         ),
@@ -337,6 +370,7 @@ fn dropout_acts_in_training_only() {
         n_features: 3,
         hidden: vec![8, 8],
         dropout: 0.5,
+        pooling: Default::default(),
     };
     let varmap = VarMap::new();
     let net = Network::new(

@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use maintcast_models::network::{ArchConfig, Network};
+use maintcast_models::network::{ArchConfig, Network, Pooling};
 use maintcast_models::{CpuKernel, Precision};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
@@ -13,10 +13,20 @@ use rand_distr::StandardNormal;
 /// usual init, so gates saturate as often as in a trained model. Seeded, so a tolerance that
 /// holds once holds on every run.
 fn random_network(hidden: &[usize], n_features: usize, seed: u64) -> (VarMap, Network) {
+    random_pooled(hidden, n_features, seed, Pooling::Last)
+}
+
+fn random_pooled(
+    hidden: &[usize],
+    n_features: usize,
+    seed: u64,
+    pooling: Pooling,
+) -> (VarMap, Network) {
     let cfg = ArchConfig {
         n_features,
         hidden: hidden.to_vec(),
         dropout: 0.1,
+        pooling,
     };
     let varmap = VarMap::new();
     let net = Network::new(
@@ -103,16 +113,18 @@ fn head_scale(vars: &VarMap) -> f32 {
 
 #[test]
 fn fused_matches_composed() {
-    for (seed, (hidden, n_features)) in [
+    let shapes = [
         (&[7][..], 5),
         (&[16, 8][..], 14),
         (&[5, 12, 6][..], 3),
         (&[40, 17][..], 9),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let (vars, net) = random_network(hidden, n_features, seed as u64);
+    ];
+    let cases = shapes
+        .iter()
+        .map(|&s| (s, Pooling::Last))
+        .chain(shapes.iter().map(|&s| (s, Pooling::Attention)));
+    for (seed, ((hidden, n_features), pooling)) in cases.enumerate() {
+        let (vars, net) = random_pooled(hidden, n_features, seed as u64, pooling);
         let scale = head_scale(&vars);
         for window in [1, 10, 60] {
             for batch in [1, 2, 3, 8, 33, 64, 100] {
@@ -128,7 +140,7 @@ fn fused_matches_composed() {
                     let d = max_diff(&fused, &composed);
                     assert!(
                         d <= tolerance(kernel, scale),
-                        "{} hidden {hidden:?} window {window} batch {batch}: max diff {d}",
+                        "{} {pooling:?} hidden {hidden:?} window {window} batch {batch}: max diff {d}",
                         kernel.name()
                     );
                     let op: Vec<f32> = net.forward_inference(&x).unwrap().to_vec1().unwrap();
@@ -141,7 +153,13 @@ fn fused_matches_composed() {
 
 #[test]
 fn default_shape_fused_matches_composed() {
-    let (vars, net) = random_network(&[64, 64], 14, 64);
+    for pooling in [Pooling::Last, Pooling::Attention] {
+        default_shape_case(pooling);
+    }
+}
+
+fn default_shape_case(pooling: Pooling) {
+    let (vars, net) = random_pooled(&[64, 64], 14, 64, pooling);
     let batch = 130;
     let x = inputs((batch, 60, 14), 64);
     let composed: Vec<f32> = net.forward(&x, false).unwrap().to_vec1().unwrap();
@@ -152,13 +170,13 @@ fn default_shape_fused_matches_composed() {
         let d = max_diff(&fused, &composed);
         assert!(
             d <= tolerance(kernel, head_scale(&vars)),
-            "{}: max diff {d}",
+            "{} {pooling:?}: max diff {d}",
             kernel.name()
         );
     }
     let stepwise: Vec<f32> = net.forward_stepwise(&x).unwrap().to_vec1().unwrap();
     let d = max_diff(&stepwise, &composed);
-    assert!(d <= 1e-5, "stepwise: max diff {d}");
+    assert!(d <= 1e-5, "stepwise {pooling:?}: max diff {d}");
 }
 
 #[test]

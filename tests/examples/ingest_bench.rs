@@ -51,9 +51,11 @@ fn make_default_model(registry_dir: &Path, name: &str) -> anyhow::Result<()> {
         offset: vec![0.0; N_FEATURES],
         scale: vec![10.0; N_FEATURES],
         seed: 7,
+        pooling: Default::default(),
     };
     let shadow = RandomModel {
         seed: 8,
+        pooling: Default::default(),
         features: spec.features.clone(),
         offset: spec.offset.clone(),
         scale: spec.scale.clone(),

@@ -6,7 +6,7 @@ use std::path::Path;
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use maintcast_models::metrics::IntervalSpec;
-use maintcast_models::network::{ArchConfig, Network};
+use maintcast_models::network::{ArchConfig, Network, Pooling};
 use maintcast_models::scaler::{Scaler, ScalerKind};
 use maintcast_models::{ModelCard, TargetSpec, artifact, registry};
 
@@ -44,6 +44,7 @@ pub fn publish_model_ordered(
         offset,
         scale,
         seed,
+        pooling: Default::default(),
     };
     publish_random_model(registry_dir, name, spec).expect("publish")
 }
@@ -60,6 +61,8 @@ pub struct RandomModel {
     pub offset: Vec<f32>,
     pub scale: Vec<f32>,
     pub seed: u64,
+    /// What the head reads (`Pooling::Attention` serves the attention architecture).
+    pub pooling: Pooling,
 }
 
 /// Publishes `spec` as the next version of `name` in `registry_dir` (CURRENT is left alone) and
@@ -73,6 +76,7 @@ pub fn publish_random_model(
         n_features: spec.features.len(),
         hidden: spec.hidden,
         dropout: 0.0,
+        pooling: spec.pooling,
     };
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
