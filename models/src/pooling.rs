@@ -58,19 +58,24 @@ pub(crate) fn head(seq: &[f32], h: usize, attn: Option<&[f32]>, weight: &[f32], 
     let last = &seq[(steps - 1) * h..][..h];
     let mut y = dot(last, &weight[..h]) + bias;
     if let Some(attn) = attn {
-        // A softmax over time with its maximum subtracted, then the weighted mean of the steps.
-        let scores: Vec<f32> = seq.chunks_exact(h).map(|s| dot(s, attn)).collect();
-        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut total = 0.0f32;
-        let mut pooled = vec![0f32; h];
-        for (s, &score) in seq.chunks_exact(h).zip(&scores) {
+        // The head is linear, so it can read each step before pooling: its share of the pooled
+        // state is sum_t alpha_t (w2 . h_t). One pass with a running maximum (the online
+        // softmax) keeps that free of allocation in the kernels' per-window loop.
+        let w2 = &weight[h..2 * h];
+        let (mut max, mut total, mut acc) = (f32::NEG_INFINITY, 0.0f32, 0.0f32);
+        for s in seq.chunks_exact(h) {
+            let score = dot(s, attn);
+            if score > max {
+                let rescale = (max - score).exp();
+                total *= rescale;
+                acc *= rescale;
+                max = score;
+            }
             let e = (score - max).exp();
             total += e;
-            for (p, &v) in pooled.iter_mut().zip(s) {
-                *p += e * v;
-            }
+            acc += e * dot(s, w2);
         }
-        y += dot(&pooled, &weight[h..2 * h]) / total;
+        y += acc / total;
     }
     y
 }
