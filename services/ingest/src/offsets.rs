@@ -176,10 +176,11 @@ impl Ledger {
         tpl
     }
 
-    /// Records offsets the broker accepted.
+    /// Records offsets the broker accepted (the consumer's commit callback reports them); a
+    /// partition the broker refused stays uncommitted and is offered again.
     pub fn mark_committed(&mut self, tpl: &TopicPartitionList) {
         for e in tpl.elements() {
-            if let Offset::Offset(o) = e.offset() {
+            if let (Offset::Offset(o), Ok(())) = (e.offset(), e.error()) {
                 self.committed
                     .insert((e.topic().to_string(), e.partition()), o);
             }
@@ -187,17 +188,30 @@ impl Ledger {
     }
 
     /// Commits the positions a settled epoch noted, for the partitions still owned.
-    pub fn commit(&mut self, consumer: &KafkaConsumer, positions: &HashMap<Partition, i64>) {
+    ///
+    /// While running this is asynchronous: a synchronous commit waits for the group
+    /// coordinator, and after a broker restart that took over 30 s, during which the loop took
+    /// no acknowledgement and no revoke (so the group's rebalance waited on it too). The outcome
+    /// comes back through the consumer's commit callback ([`crate::source::Polled::Committed`]);
+    /// until it does, the same positions are offered again, which the broker takes as a no-op.
+    /// The last commit before exit is synchronous, since nothing is left to serve after it.
+    pub fn commit(
+        &mut self,
+        consumer: &KafkaConsumer,
+        positions: &HashMap<Partition, i64>,
+        mode: CommitMode,
+    ) {
         let tpl = self.uncommitted(positions, |_| true);
         if tpl.count() == 0 {
             return;
         }
-        match consumer.commit(&tpl, CommitMode::Sync) {
-            Ok(()) => {
+        match (consumer.commit(&tpl, mode), mode) {
+            (Ok(()), CommitMode::Sync) => {
                 self.mark_committed(&tpl);
                 tracing::debug!(partitions = tpl.count(), "offsets committed");
             }
-            Err(e) => {
+            (Ok(()), CommitMode::Async) => {}
+            (Err(e), _) => {
                 tracing::warn!(error = %e, "offset commit failed; retrying at the next epoch")
             }
         }

@@ -265,6 +265,10 @@ impl Loop {
                         draining = true;
                     }
                     Some(Polled::Assign(newly)) => self.assign(newly).await?,
+                    Some(Polled::Committed(Ok(offsets))) => self.ledger.mark_committed(&offsets),
+                    Some(Polled::Committed(Err(e))) => {
+                        tracing::warn!(error = %e, "offset commit failed; retrying at the next epoch")
+                    }
                 },
                 _ = tokio::time::sleep(Duration::from_millis(20)), if draining => {}
             }

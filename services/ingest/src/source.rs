@@ -37,6 +37,9 @@ pub enum Polled {
         reply: std::sync::mpsc::SyncSender<TopicPartitionList>,
     },
     Assign(Vec<Partition>),
+    /// The broker's answer to an offset commit: the offsets it took (per partition, each with
+    /// its own error), or the error for all of them.
+    Committed(Result<TopicPartitionList, KafkaError>),
 }
 
 pub struct IngestContext {
@@ -111,6 +114,14 @@ impl ConsumerContext for IngestContext {
             ),
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {}
         }
+    }
+
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        self.hand_over(Polled::Committed(result.map(|()| offsets.clone())));
     }
 
     fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

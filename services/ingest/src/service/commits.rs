@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use rdkafka::TopicPartitionList;
+use rdkafka::consumer::CommitMode;
 
 use super::Loop;
 use crate::accuracy::ScoreJob;
@@ -109,6 +110,11 @@ impl Loop {
             self.pipeline.mark_dirty(s.machines);
         }
         let drained = s.drain.is_some();
+        let mode = if drained {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
         match s.drain {
             Some(Some((partitions, reply))) => {
                 let offsets = if checkpointed {
@@ -121,7 +127,7 @@ impl Loop {
                 let _ = reply.send(offsets);
                 self.revoke(partitions);
             }
-            _ if checkpointed => self.ledger.commit(&self.consumer, &s.positions),
+            _ if checkpointed => self.ledger.commit(&self.consumer, &s.positions, mode),
             _ => {}
         }
         Some(drained)
