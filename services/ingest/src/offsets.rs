@@ -227,6 +227,32 @@ mod tests {
     }
 
     #[test]
+    fn a_partition_the_broker_refused_is_offered_again() {
+        let mut l = Ledger::default();
+        l.assign(tp(0));
+        l.assign(tp(1));
+        l.consumed(&tp(0), 9);
+        l.consumed(&tp(1), 4);
+        let (_, noted) = l.seal();
+        let answer = l.uncommitted(&noted, |_| true);
+        // The commit callback's list carries an error per partition; librdkafka sets it, the
+        // crate offers no setter, so the test writes the field as librdkafka would.
+        let refused = answer
+            .elements()
+            .iter()
+            .position(|e| e.partition() == 1)
+            .unwrap();
+        unsafe {
+            (*(*answer.ptr()).elems.add(refused)).err =
+                rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR;
+        }
+        l.mark_committed(&answer);
+        let again = l.uncommitted(&noted, |_| true);
+        assert_eq!(again.count(), 1);
+        assert_eq!(again.elements()[0].partition(), 1);
+    }
+
+    #[test]
     fn only_owned_uncommitted_positions_are_offered() {
         let mut l = Ledger::default();
         l.assign(tp(0));
