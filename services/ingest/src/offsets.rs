@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use maintcast_proto::Forecast;
 use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::source::{KafkaConsumer, Partition};
@@ -187,6 +188,14 @@ impl Ledger {
         }
     }
 
+    /// Takes the broker's answer to a commit, as the consumer's commit callback reports it.
+    pub fn answered(&mut self, answer: Result<TopicPartitionList, KafkaError>) {
+        match answer {
+            Ok(offsets) => self.mark_committed(&offsets),
+            Err(e) => commit_failed(&e),
+        }
+    }
+
     /// Commits the positions a settled epoch noted, for the partitions still owned.
     ///
     /// While running this is asynchronous: a synchronous commit waits for the group
@@ -211,11 +220,13 @@ impl Ledger {
                 tracing::debug!(partitions = tpl.count(), "offsets committed");
             }
             (Ok(()), CommitMode::Async) => {}
-            (Err(e), _) => {
-                tracing::warn!(error = %e, "offset commit failed; retrying at the next epoch")
-            }
+            (Err(e), _) => commit_failed(&e),
         }
     }
+}
+
+fn commit_failed(e: &KafkaError) {
+    tracing::warn!(error = %e, "offset commit failed; retrying at the next epoch");
 }
 
 #[cfg(test)]
@@ -226,13 +237,19 @@ mod tests {
         ("telemetry".into(), p)
     }
 
+    /// A ledger owning partitions 0 and 1, consumed up to offsets 9 and 4.
+    fn two_partitions() -> Ledger {
+        let mut l = Ledger::default();
+        for (p, offset) in [(0, 9), (1, 4)] {
+            l.assign(tp(p));
+            l.consumed(&tp(p), offset);
+        }
+        l
+    }
+
     #[test]
     fn a_partition_the_broker_refused_is_offered_again() {
-        let mut l = Ledger::default();
-        l.assign(tp(0));
-        l.assign(tp(1));
-        l.consumed(&tp(0), 9);
-        l.consumed(&tp(1), 4);
+        let mut l = two_partitions();
         let (_, noted) = l.seal();
         let answer = l.uncommitted(&noted, |_| true);
         // The commit callback's list carries an error per partition; librdkafka sets it, the
@@ -246,7 +263,7 @@ mod tests {
             (*(*answer.ptr()).elems.add(refused)).err =
                 rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR;
         }
-        l.mark_committed(&answer);
+        l.answered(Ok(answer));
         let again = l.uncommitted(&noted, |_| true);
         assert_eq!(again.count(), 1);
         assert_eq!(again.elements()[0].partition(), 1);
@@ -254,11 +271,7 @@ mod tests {
 
     #[test]
     fn only_owned_uncommitted_positions_are_offered() {
-        let mut l = Ledger::default();
-        l.assign(tp(0));
-        l.assign(tp(1));
-        l.consumed(&tp(0), 9);
-        l.consumed(&tp(1), 4);
+        let mut l = two_partitions();
         l.consumed(&tp(2), 7); // not ours (a message polled after a revoke)
         let (_, noted) = l.seal();
         assert_eq!(noted.len(), 2, "a seal notes owned partitions only");

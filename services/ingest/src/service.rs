@@ -265,10 +265,7 @@ impl Loop {
                         draining = true;
                     }
                     Some(Polled::Assign(newly)) => self.assign(newly).await?,
-                    Some(Polled::Committed(Ok(offsets))) => self.ledger.mark_committed(&offsets),
-                    Some(Polled::Committed(Err(e))) => {
-                        tracing::warn!(error = %e, "offset commit failed; retrying at the next epoch")
-                    }
+                    Some(Polled::Committed(answer)) => self.ledger.answered(answer),
                 },
                 _ = tokio::time::sleep(Duration::from_millis(20)), if draining => {}
             }

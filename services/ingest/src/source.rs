@@ -1,5 +1,5 @@
-//! Kafka in: the consumer, polled on a thread of its own, hands messages and rebalances to the
-//! service loop in the order it produced them.
+//! Kafka in: the consumer, polled on a thread of its own, hands messages, rebalances and the
+//! broker's answers to offset commits to the service loop in the order it produced them.
 //!
 //! Messages go over in batches of what the consumer had ready: one hand-over (and one wake-up of
 //! the loop) per message cost more than decoding it at high rates. A rebalance or an error first
