@@ -41,6 +41,19 @@ const MIN_PARALLEL_BATCH: usize = 4;
 const LANES: usize = 16;
 /// Bound on the exponents of the gate functions, as in `fused::cell_step_body`.
 const CLAMP: f32 = 20.0;
+/// What each gate's pre-activation is multiplied by to give the base-2 exponent of its
+/// exponential: e^-x = 2^(-x·log2 e) for the sigmoids (i, f, o), e^-2x for tanh (g). Packing
+/// multiplies the weights and bias by it, so the accumulators hold those exponents and the cell
+/// update starts at the power of two. Scaling a weight rounds it once (half an ulp), far below
+/// what the dot product's own rounding leaves in its sum.
+const GATE_SCALE: [f32; 4] = [
+    -std::f32::consts::LOG2_E,
+    -std::f32::consts::LOG2_E,
+    -2.0 * std::f32::consts::LOG2_E,
+    -std::f32::consts::LOG2_E,
+];
+/// `CLAMP` in those base-2 units.
+const CLAMP2: f32 = CLAMP * std::f32::consts::LOG2_E;
 
 /// The packed weights of one layer.
 struct PackedLayer {
@@ -338,15 +351,16 @@ fn pack_layer(layer: &FusedLayer, n_in: usize, bf16: bool) -> PackedLayer {
     let nblk = hp / LANES;
     // W_ihᵀ rows for k < layer.n_in, zero rows for the padded inputs, then W_hhᵀ rows.
     let weight = |k: usize, g: usize, unit: usize| -> f32 {
-        if unit >= h {
-            0.0
-        } else if k < layer.n_in {
-            layer.w_ih_t[k * g4 + g * h + unit]
-        } else if k >= n_in && k - n_in < h {
-            layer.w_hh_t[(k - n_in) * g4 + g * h + unit]
-        } else {
-            0.0
-        }
+        GATE_SCALE[g]
+            * if unit >= h {
+                0.0
+            } else if k < layer.n_in {
+                layer.w_ih_t[k * g4 + g * h + unit]
+            } else if k >= n_in && k - n_in < h {
+                layer.w_hh_t[(k - n_in) * g4 + g * h + unit]
+            } else {
+                0.0
+            }
     };
     let mut bias = vec![0f32; nblk * 4 * LANES];
     for b in 0..nblk {
@@ -354,7 +368,7 @@ fn pack_layer(layer: &FusedLayer, n_in: usize, bf16: bool) -> PackedLayer {
             for lane in 0..LANES {
                 let unit = b * LANES + lane;
                 if unit < h {
-                    bias[(b * 4 + g) * LANES + lane] = layer.bias[g * h + unit];
+                    bias[(b * 4 + g) * LANES + lane] = GATE_SCALE[g] * layer.bias[g * h + unit];
                 }
             }
         }
@@ -441,12 +455,7 @@ unsafe fn step_f32<const M: usize, const UB: usize>(
                 }
             }
         }
-        for (m, row) in acc.iter().enumerate() {
-            for (u, g) in row.iter().enumerate() {
-                let off = u * LANES;
-                cell_update(g, c.add(m * cs + off), h.add(m * hs + off));
-            }
-        }
+        cell_update(&mut acc, c, cs, h, hs);
     }
 }
 
@@ -498,12 +507,7 @@ unsafe fn step_bf16<const M: usize, const UB: usize>(
                 }
             }
         }
-        for (m, row) in acc.iter().enumerate() {
-            for (u, g) in row.iter().enumerate() {
-                let off = u * LANES;
-                cell_update(g, c.add(m * cs + off), h.add(m * hs + off));
-            }
-        }
+        cell_update(&mut acc, c, cs, h, hs);
     }
 }
 
@@ -529,36 +533,66 @@ fn to_bf16_rows(src: &[f32], dst: &mut [u16]) {
     }
 }
 
-/// The gate nonlinearities and c/h update for 16 units, from pre-activations `g` (i, f, g, o).
-/// Same formulation as `fused::cell_step_body` (clamped exponents), except that its two
-/// divisions are reciprocals refined by one Newton step: `vdivps` issues once per 16 cycles on
+/// The gate nonlinearities and c/h update for a whole tile (M rows of UB blocks of 16 units),
+/// from the base-2 exponents the accumulators hold (pre-activations times `GATE_SCALE`, in the
+/// order i, f, g, o). Same formulation as `fused::cell_step_body` (clamped exponents), except that its
+/// two divisions are reciprocals refined by one Newton step: `vdivps` issues once per 16 cycles on
 /// one port, and two of them per 16 units cost as much as a sixth of the step's multiply-adds.
 ///
+/// It runs phase by phase over the tile (every gate's exponential, then every cell, then every
+/// output) rather than one block after another: one block's update is a chain of dependent
+/// operations (exponential, cell, exponential of the cell, output) too long for the core to
+/// overlap with the next block's, and the tile's 4·M·UB independent exponentials keep both FMA
+/// pipes busy where one block's four left them waiting on latency.
+///
 /// # Safety
-/// `c` and `h` must cover 16 values; the CPU must have AVX-512F.
+/// `c` and `h` must cover M rows (strides `cs`, `hs`) of UB·16 values; the CPU must have AVX-512F.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn cell_update(g: &[__m512; 4], c: *mut f32, h: *mut f32) {
+unsafe fn cell_update<const M: usize, const UB: usize>(
+    acc: &mut [[[__m512; 4]; UB]; M],
+    c: *mut f32,
+    cs: usize,
+    h: *mut f32,
+    hs: usize,
+) {
     unsafe {
         let one = _mm512_set1_ps(1.0);
-        let lo = _mm512_set1_ps(-CLAMP);
-        let hi = _mm512_set1_ps(CLAMP);
+        let lo = _mm512_set1_ps(-CLAMP2);
+        let hi = _mm512_set1_ps(CLAMP2);
         let clamp = |v: __m512| _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-        let neg = _mm512_set1_ps(-1.0);
-        let neg2 = _mm512_set1_ps(-2.0);
-        let e_i = exp_in_range(clamp(_mm512_mul_ps(g[0], neg)));
-        let e_f = exp_in_range(clamp(_mm512_mul_ps(g[1], neg)));
-        let e_g = exp_in_range(clamp(_mm512_mul_ps(g[2], neg2)));
-        let e_o = exp_in_range(clamp(_mm512_mul_ps(g[3], neg)));
-        let c_prev = _mm512_loadu_ps(c);
-        let ig = _mm512_mul_ps(_mm512_add_ps(one, e_i), _mm512_add_ps(one, e_g));
-        let one_f = _mm512_add_ps(one, e_f);
-        let num = _mm512_fmadd_ps(c_prev, ig, _mm512_mul_ps(_mm512_sub_ps(one, e_g), one_f));
-        let c_next = _mm512_mul_ps(num, recip(_mm512_mul_ps(one_f, ig)));
-        _mm512_storeu_ps(c, c_next);
-        let e_c = exp_in_range(clamp(_mm512_mul_ps(c_next, neg2)));
-        let den = _mm512_mul_ps(_mm512_add_ps(one, e_o), _mm512_add_ps(one, e_c));
-        _mm512_storeu_ps(h, _mm512_mul_ps(_mm512_sub_ps(one, e_c), recip(den)));
+        for row in acc.iter_mut() {
+            for blk in row.iter_mut() {
+                for e in blk.iter_mut() {
+                    *e = exp2_in_range(clamp(*e));
+                }
+            }
+        }
+        // e_c for every block, then h: the cell's exponential waits on its c_next.
+        let mut e_c = [[_mm512_setzero_ps(); UB]; M];
+        for (m, row) in acc.iter().enumerate() {
+            for (u, e) in row.iter().enumerate() {
+                let [e_i, e_f, e_g, _] = *e;
+                let c = c.add(m * cs + u * LANES);
+                let c_prev = _mm512_loadu_ps(c);
+                let ig = _mm512_mul_ps(_mm512_add_ps(one, e_i), _mm512_add_ps(one, e_g));
+                let one_f = _mm512_add_ps(one, e_f);
+                let num =
+                    _mm512_fmadd_ps(c_prev, ig, _mm512_mul_ps(_mm512_sub_ps(one, e_g), one_f));
+                let c_next = _mm512_mul_ps(num, recip(_mm512_mul_ps(one_f, ig)));
+                _mm512_storeu_ps(c, c_next);
+                let to_exp2 = _mm512_set1_ps(-2.0 * std::f32::consts::LOG2_E);
+                e_c[m][u] = exp2_in_range(clamp(_mm512_mul_ps(c_next, to_exp2)));
+            }
+        }
+        for (m, row) in acc.iter().enumerate() {
+            for (u, e) in row.iter().enumerate() {
+                let (e_o, e_c) = (e[3], e_c[m][u]);
+                let den = _mm512_mul_ps(_mm512_add_ps(one, e_o), _mm512_add_ps(one, e_c));
+                let h = h.add(m * hs + u * LANES);
+                _mm512_storeu_ps(h, _mm512_mul_ps(_mm512_sub_ps(one, e_c), recip(den)));
+            }
+        }
     }
 }
 
@@ -573,66 +607,66 @@ fn recip(d: __m512) -> __m512 {
     _mm512_fmadd_ps(r, e, r)
 }
 
-/// `fused::exp` for 16 lanes: the same Cephes polynomial, with 2^k applied by `vscalefps`.
+/// 2^t for t within ±`CLAMP2`: t = k + f with k an integer and |f| <= 1/2 (the subtraction is
+/// exact), 2^f by a degree-6 polynomial (minimax in relative error, 1.9e-9; about 1.3 ulp once
+/// evaluated in f32, `models/tests/reference/gen_exp2_poly.py` fits it) and 2^k applied by
+/// `vscalefps`. Nine operations where e^x by Cody-Waite reduction took twelve, because the
+/// multiplication by log2 e happened when the weights were packed.
 #[target_feature(enable = "avx512f")]
 #[inline]
-#[cfg(test)]
-fn exp(x: __m512) -> __m512 {
-    exp_in_range(_mm512_min_ps(
-        _mm512_max_ps(x, _mm512_set1_ps(-87.3)),
-        _mm512_set1_ps(88.3),
-    ))
+fn exp2_in_range(t: __m512) -> __m512 {
+    let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
+    let f = _mm512_sub_ps(t, k);
+    let mut p = _mm512_set1_ps(EXP2_POLY[6]);
+    for coef in EXP2_POLY[..6].iter().rev() {
+        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(*coef));
+    }
+    _mm512_scalef_ps(p, k)
 }
 
-/// `exp` for arguments already within [-87.3, 88.3] (the cell clamps them to ±`CLAMP`).
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn exp_in_range(x: __m512) -> __m512 {
-    let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-        _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
-    );
-    let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693_359_4), x);
-    let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.121_944_4e-4), r);
-    let mut p = _mm512_set1_ps(1.987_569_1e-4);
-    for coef in [
-        1.398_2e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        1.666_666_5e-1,
-        0.5,
-    ] {
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(coef));
-    }
-    let y = _mm512_add_ps(
-        _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r),
-        _mm512_set1_ps(1.0),
-    );
-    _mm512_scalef_ps(y, k)
-}
+/// 2^f on [-1/2, 1/2], lowest power first.
+const EXP2_POLY: [f32; 7] = [
+    1.0,
+    // The fit lands on ln 2 itself, as the Taylor series says it should.
+    std::f32::consts::LN_2,
+    0.240_226_46,
+    0.055_503_286,
+    0.009_618_489,
+    0.001_339_993_1,
+    0.000_153_458_12,
+];
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn vector_exp_matches_the_scalar_one() {
+    fn vector_exp2_is_within_two_ulp() {
         if !supported(false) {
             return;
         }
         #[target_feature(enable = "avx512f")]
-        fn run(x: &[f32; 16]) -> [f32; 16] {
+        fn run(t: &[f32; 16]) -> [f32; 16] {
             let mut y = [0f32; 16];
             // SAFETY: both arrays hold 16 values.
-            unsafe { _mm512_storeu_ps(y.as_mut_ptr(), exp(_mm512_loadu_ps(x.as_ptr()))) };
+            unsafe { _mm512_storeu_ps(y.as_mut_ptr(), exp2_in_range(_mm512_loadu_ps(t.as_ptr()))) };
             y
         }
-        for i in -5000..5000 {
-            let x: [f32; 16] = std::array::from_fn(|l| (i * 16 + l as i32) as f32 * 1.3e-3);
+        // Every exponent the cell can ask for, in steps that land between the integers.
+        let n = (2.0 * CLAMP2 / 1.7e-4) as i32;
+        for i in (0..n).step_by(16) {
+            let t: [f32; 16] = std::array::from_fn(|l| -CLAMP2 + (i + l as i32) as f32 * 1.7e-4);
             // SAFETY: checked by `supported`.
-            let y = unsafe { run(&x) };
+            let y = unsafe { run(&t) };
             for l in 0..16 {
-                let want = crate::fused::exp(x[l]);
-                assert!((y[l] - want).abs() <= 2.0 * f32::EPSILON * want, "{}", x[l]);
+                let want = (t[l] as f64).exp2();
+                let err = (y[l] as f64 - want).abs() / want;
+                assert!(
+                    err <= 2.0 * f32::EPSILON as f64,
+                    "2^{} = {} ({err:e})",
+                    t[l],
+                    y[l]
+                );
             }
         }
     }
