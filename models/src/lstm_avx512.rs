@@ -155,7 +155,7 @@ impl Avx512Lstm {
 
     #[target_feature(enable = "avx512f")]
     unsafe fn chunk_f32(&self, x: &[f32], window: usize, out: &mut [f32]) {
-        self.chunk(x, window, out, |layer, b, rows, z, _z16, c, h| {
+        self.chunk(x, window, out, |layer, b, rows, k_len, z, _z16, c, h| {
             let w = layer.w32[b * layer.kp * 4 * LANES..].as_ptr();
             let bias = layer.bias[b * 4 * LANES..].as_ptr();
             let (kp, hp) = (layer.kp, layer.hp);
@@ -165,15 +165,15 @@ impl Avx512Lstm {
             unsafe {
                 match rows {
                     1 if layer.hp / LANES - b >= 4 => {
-                        step_f32::<1, 4>(w, kp * 64, kp, bias, z, kp, c, hp, h, kp);
+                        step_f32::<1, 4>(w, kp * 64, k_len, bias, z, kp, c, hp, h, kp);
                         return 4;
                     }
-                    1 => step_f32::<1, 1>(w, kp * 64, kp, bias, z, kp, c, hp, h, kp),
-                    2 => step_f32::<2, 1>(w, kp * 64, kp, bias, z, kp, c, hp, h, kp),
-                    3 => step_f32::<3, 1>(w, kp * 64, kp, bias, z, kp, c, hp, h, kp),
-                    4 => step_f32::<4, 1>(w, kp * 64, kp, bias, z, kp, c, hp, h, kp),
-                    5 => step_f32::<5, 1>(w, kp * 64, kp, bias, z, kp, c, hp, h, kp),
-                    6 => step_f32::<6, 1>(w, kp * 64, kp, bias, z, kp, c, hp, h, kp),
+                    1 => step_f32::<1, 1>(w, kp * 64, k_len, bias, z, kp, c, hp, h, kp),
+                    2 => step_f32::<2, 1>(w, kp * 64, k_len, bias, z, kp, c, hp, h, kp),
+                    3 => step_f32::<3, 1>(w, kp * 64, k_len, bias, z, kp, c, hp, h, kp),
+                    4 => step_f32::<4, 1>(w, kp * 64, k_len, bias, z, kp, c, hp, h, kp),
+                    5 => step_f32::<5, 1>(w, kp * 64, k_len, bias, z, kp, c, hp, h, kp),
+                    6 => step_f32::<6, 1>(w, kp * 64, k_len, bias, z, kp, c, hp, h, kp),
                     _ => unreachable!("tiles hold 1 to {MAX_TILE} windows"),
                 }
             }
@@ -183,7 +183,7 @@ impl Avx512Lstm {
 
     #[target_feature(enable = "avx512f,avx512bf16")]
     unsafe fn chunk_bf16(&self, x: &[f32], window: usize, out: &mut [f32]) {
-        self.chunk(x, window, out, |layer, b, rows, _z, z16, c, h| {
+        self.chunk(x, window, out, |layer, b, rows, k_len, _z, z16, c, h| {
             let w = layer.w16[b * layer.kp * 4 * LANES..].as_ptr();
             let bias = layer.bias[b * 4 * LANES..].as_ptr();
             let (kp, hp) = (layer.kp, layer.hp);
@@ -191,15 +191,15 @@ impl Avx512Lstm {
             unsafe {
                 match rows {
                     1 if layer.hp / LANES - b >= 4 => {
-                        step_bf16::<1, 4>(w, kp * 64, kp, bias, z16, kp, c, hp, h, kp);
+                        step_bf16::<1, 4>(w, kp * 64, k_len, bias, z16, kp, c, hp, h, kp);
                         return 4;
                     }
-                    1 => step_bf16::<1, 1>(w, kp * 64, kp, bias, z16, kp, c, hp, h, kp),
-                    2 => step_bf16::<2, 1>(w, kp * 64, kp, bias, z16, kp, c, hp, h, kp),
-                    3 => step_bf16::<3, 1>(w, kp * 64, kp, bias, z16, kp, c, hp, h, kp),
-                    4 => step_bf16::<4, 1>(w, kp * 64, kp, bias, z16, kp, c, hp, h, kp),
-                    5 => step_bf16::<5, 1>(w, kp * 64, kp, bias, z16, kp, c, hp, h, kp),
-                    6 => step_bf16::<6, 1>(w, kp * 64, kp, bias, z16, kp, c, hp, h, kp),
+                    1 => step_bf16::<1, 1>(w, kp * 64, k_len, bias, z16, kp, c, hp, h, kp),
+                    2 => step_bf16::<2, 1>(w, kp * 64, k_len, bias, z16, kp, c, hp, h, kp),
+                    3 => step_bf16::<3, 1>(w, kp * 64, k_len, bias, z16, kp, c, hp, h, kp),
+                    4 => step_bf16::<4, 1>(w, kp * 64, k_len, bias, z16, kp, c, hp, h, kp),
+                    5 => step_bf16::<5, 1>(w, kp * 64, k_len, bias, z16, kp, c, hp, h, kp),
+                    6 => step_bf16::<6, 1>(w, kp * 64, k_len, bias, z16, kp, c, hp, h, kp),
                     _ => unreachable!("tiles hold 1 to {MAX_TILE} windows"),
                 }
             }
@@ -212,16 +212,25 @@ impl Avx512Lstm {
     /// the h part of the other), a bf16 copy of the one being read, and the cell state
     /// `[rows][hp]`. Within a step the outer loop runs over unit blocks and the inner one over
     /// tiles of at most `MAX_TILE` windows, so a block's weights (20–32 KB) come from L2 once and
-    /// from L1 for the chunk's other tiles. `step(layer, block, rows, z, z16, c, h)` runs one
-    /// tile for one block (pointers already at the tile's first row and the block's units) and
-    /// returns how many blocks it did.
+    /// from L1 for the chunk's other tiles. `step(layer, block, rows, k_len, z, z16, c, h)` runs
+    /// one tile for one block over the first `k_len` values of z (pointers already at the tile's
+    /// first row and the block's units) and returns how many blocks it did.
     #[inline(always)]
     fn chunk(
         &self,
         x: &[f32],
         window: usize,
         out: &mut [f32],
-        step: impl Fn(&PackedLayer, usize, usize, *const f32, *const u16, *mut f32, *mut f32) -> usize,
+        step: impl Fn(
+            &PackedLayer,
+            usize,
+            usize,
+            usize,
+            *const f32,
+            *const u16,
+            *mut f32,
+            *mut f32,
+        ) -> usize,
     ) {
         let f = self.n_features;
         let n = out.len();
@@ -282,6 +291,13 @@ impl Avx512Lstm {
                         unsafe { to_bf16_rows(src, dst) };
                     }
                     let h_nxt = zl + nxt * n * kp + layer.n_in;
+                    // At t = 0, h_{-1} = 0: the recurrent part of z adds nothing, so the k loop
+                    // stops after the input part (kept even for bf16's pairs).
+                    let k_len = if t == 0 {
+                        layer.n_in.next_multiple_of(2).min(kp)
+                    } else {
+                        kp
+                    };
                     let mut b = 0;
                     while b < layer.hp / LANES {
                         let mut done = 1;
@@ -291,6 +307,7 @@ impl Avx512Lstm {
                                 layer,
                                 b,
                                 rows,
+                                k_len,
                                 z[z_cur + first * kp..].as_ptr(),
                                 z16[first * kp..].as_ptr(),
                                 cell[c_off[l] + first * layer.hp + unit..].as_mut_ptr(),
