@@ -1,11 +1,20 @@
 //! InfluxDB v2 writer: batches of points, gzip, retries with exponential backoff and jitter.
+//!
+//! Writes are a plain HTTP POST of line protocol (`/api/v2/write`), not influxdb2's
+//! `write_with_precision`: that one gzips at the slowest level (hard-coded), which cost the
+//! ingest service about a twentieth of its CPU at stride 1, and re-serialised every point on each
+//! retry. Here a batch is serialised and compressed once, at gzip's fastest level. Queries still
+//! go through influxdb2's client (`InfluxConfig::client`).
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use influxdb2::api::write::TimestampPrecision;
-use influxdb2::models::DataPoint;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use influxdb2::models::{DataPoint, WriteDataPoint};
 use rand::Rng;
+use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
 
 use crate::config::{Secret, secret_from_env, secret_from_file};
 use crate::shutdown::Shutdown;
@@ -112,7 +121,7 @@ impl Backoff {
 
 pub struct Writer {
     config: InfluxConfig,
-    client: influxdb2::Client,
+    http: reqwest::Client,
     backoff: Backoff,
 }
 
@@ -171,7 +180,7 @@ pub fn classify(status: Option<u16>) -> Verdict {
 impl Writer {
     pub fn new(config: &InfluxConfig) -> anyhow::Result<Self> {
         Ok(Writer {
-            client: config.client()?,
+            http: reqwest::Client::builder().build()?,
             config: config.clone(),
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
         })
@@ -188,25 +197,22 @@ impl Writer {
         give_up_after_shutdown: u32,
         mut on_failure: impl FnMut(Failure, &str),
     ) -> Result<(), WriteError> {
+        let body = gzip_line_protocol(points).map_err(|e| WriteError::Rejected {
+            status: 0,
+            text: format!("cannot encode the points as line protocol: {e}"),
+        })?;
+        let url = format!("{}/api/v2/write", self.config.url.trim_end_matches('/'));
         let mut failures_after_shutdown = 0;
         loop {
-            let body = futures::stream::iter(points.to_vec());
-            let write = self.client.write_with_precision(
-                &self.config.bucket,
-                body,
-                TimestampPrecision::Milliseconds,
-            );
             // A timeout of our own, so a hung (not refusing) server still ends in a retry.
-            let result = match tokio::time::timeout(Duration::from_secs(15), write).await {
-                Ok(r) => r.map_err(|e| (e.to_string(), e.status())),
-                Err(_) => Err(("write timed out after 15 s".to_string(), None)),
-            };
-            let (text, status) = match result {
-                Ok(()) => {
+            let attempt = tokio::time::timeout(Duration::from_secs(15), self.post(&url, &body));
+            let (text, status) = match attempt.await {
+                Ok(Ok(())) => {
                     self.backoff.reset();
                     return Ok(());
                 }
-                Err(e) => e,
+                Ok(Err(e)) => e,
+                Err(_) => ("write timed out after 15 s".to_string(), None),
             };
             let failure = match classify(status) {
                 Verdict::Rejected => {
@@ -241,8 +247,44 @@ impl Writer {
         }
     }
 
-    /// Re-reads the token file, if the token came from one, and rebuilds the client when it
-    /// changed.
+    /// One attempt: `Err((what InfluxDB or the connection said, the HTTP status if any))`.
+    async fn post(&self, url: &str, body: &[u8]) -> Result<(), (String, Option<u16>)> {
+        let mut token = HeaderValue::try_from(format!("Token {}", self.config.token.expose()))
+            .map_err(|_| {
+                (
+                    "the InfluxDB token is not a valid header value".to_string(),
+                    Some(401),
+                )
+            })?;
+        // Kept out of any debug output of the request.
+        token.set_sensitive(true);
+        let response = self
+            .http
+            .post(url)
+            .query(&[
+                ("org", self.config.org.as_str()),
+                ("bucket", self.config.bucket.as_str()),
+                ("precision", "ms"),
+            ])
+            .header(AUTHORIZATION, token)
+            .header(CONTENT_ENCODING, "gzip")
+            .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(body.to_vec())
+            .send()
+            .await
+            .map_err(|e| (e.without_url().to_string(), None))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = response.text().await.unwrap_or_default();
+        Err((
+            format!("HTTP status {status}: {text}"),
+            Some(status.as_u16()),
+        ))
+    }
+
+    /// Re-reads the token file, if the token came from one.
     fn reload_token(&mut self) {
         let Some(file) = self.config.token_file.clone() else {
             return;
@@ -250,13 +292,7 @@ impl Writer {
         match secret_from_file(&file) {
             Ok(token) if token != self.config.token => {
                 self.config.token = token;
-                match self.config.client() {
-                    Ok(c) => {
-                        self.client = c;
-                        tracing::info!(file = %file.display(), "InfluxDB token re-read from its file");
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot rebuild the InfluxDB client"),
-                }
+                tracing::info!(file = %file.display(), "InfluxDB token re-read from its file");
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot re-read the InfluxDB token file"),
@@ -264,22 +300,42 @@ impl Writer {
     }
 }
 
-trait StatusOf {
-    fn status(&self) -> Option<u16>;
-}
-
-impl StatusOf for influxdb2::RequestError {
-    fn status(&self) -> Option<u16> {
-        match self {
-            influxdb2::RequestError::Http { status, .. } => Some(status.as_u16()),
-            _ => None,
-        }
+/// The points as line protocol, gzipped at the fastest level. The text is built first and handed
+/// to the compressor in one write: a point is written as many small pieces, and each write into
+/// flate2's encoder clears its 32 KiB output buffer (that memset was a fifth of the service's CPU).
+fn gzip_line_protocol(points: &[DataPoint]) -> std::io::Result<Vec<u8>> {
+    let mut text = Vec::with_capacity(points.len() * 96);
+    for p in points {
+        p.write_data_point_to(&mut text)?;
     }
+    let mut gz = GzEncoder::new(Vec::with_capacity(text.len() / 4), Compression::fast());
+    gz.write_all(&text)?;
+    gz.finish()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_is_gzipped_line_protocol_one_point_a_line() {
+        let point = |machine: &str, v: f64| {
+            DataPoint::builder("forecast")
+                .tag("machine_id", machine)
+                .field("days", v)
+                .timestamp(1_700_000_000_000)
+                .build()
+                .unwrap()
+        };
+        let body = gzip_line_protocol(&[point("m 1", 3.5), point("m2", 40.0)]).unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut text)
+            .unwrap();
+        assert_eq!(
+            text,
+            "forecast,machine_id=m\\ 1 days=3.5 1700000000000\nforecast,machine_id=m2 days=40 1700000000000\n"
+        );
+    }
 
     #[test]
     fn statuses_split_into_retry_split_and_refuse() {
