@@ -55,6 +55,27 @@ const GATE_SCALE: [f32; 4] = [
 /// `CLAMP` in those base-2 units.
 const CLAMP2: f32 = CLAMP * std::f32::consts::LOG2_E;
 
+/// Runs `$step::<M, UB>` for a tile of `$rows` windows (M = rows, UB = 1; a single window takes
+/// four blocks at once when `$blocks_left` allows) and evaluates to how many blocks it did. One
+/// table for both precisions, so the tile shapes they compile cannot drift apart.
+macro_rules! tile {
+    ($step:ident, $rows:expr, $blocks_left:expr, ($($arg:expr),*)) => {
+        match $rows {
+            1 if $blocks_left >= 4 => {
+                $step::<1, 4>($($arg),*);
+                4
+            }
+            1 => { $step::<1, 1>($($arg),*); 1 }
+            2 => { $step::<2, 1>($($arg),*); 1 }
+            3 => { $step::<3, 1>($($arg),*); 1 }
+            4 => { $step::<4, 1>($($arg),*); 1 }
+            5 => { $step::<5, 1>($($arg),*); 1 }
+            6 => { $step::<6, 1>($($arg),*); 1 }
+            _ => unreachable!("tiles hold 1 to {MAX_TILE} windows"),
+        }
+    };
+}
+
 /// The packed weights of one layer.
 struct PackedLayer {
     /// Width of the x part of `z` (the previous layer's padded hidden size, or the features).
@@ -163,21 +184,13 @@ impl Avx512Lstm {
             // pointers to `rows` rows of z (stride kp), c (stride hp) and h (stride kp), each
             // offset to block b's units, with UB blocks of them left when UB > 1.
             unsafe {
-                match rows {
-                    1 if layer.hp / LANES - b >= 4 => {
-                        step_f32::<1, 4>(w, kp * 64, k_len, bias, z, kp, c, hp, h, kp);
-                        return 4;
-                    }
-                    1 => step_f32::<1, 1>(w, kp * 64, k_len, bias, z, kp, c, hp, h, kp),
-                    2 => step_f32::<2, 1>(w, kp * 64, k_len, bias, z, kp, c, hp, h, kp),
-                    3 => step_f32::<3, 1>(w, kp * 64, k_len, bias, z, kp, c, hp, h, kp),
-                    4 => step_f32::<4, 1>(w, kp * 64, k_len, bias, z, kp, c, hp, h, kp),
-                    5 => step_f32::<5, 1>(w, kp * 64, k_len, bias, z, kp, c, hp, h, kp),
-                    6 => step_f32::<6, 1>(w, kp * 64, k_len, bias, z, kp, c, hp, h, kp),
-                    _ => unreachable!("tiles hold 1 to {MAX_TILE} windows"),
-                }
+                tile!(
+                    step_f32,
+                    rows,
+                    layer.hp / LANES - b,
+                    (w, kp * 64, k_len, bias, z, kp, c, hp, h, kp)
+                )
             }
-            1
         })
     }
 
@@ -189,21 +202,13 @@ impl Avx512Lstm {
             let (kp, hp) = (layer.kp, layer.hp);
             // SAFETY: as in `chunk_f32`, with z16 in place of z.
             unsafe {
-                match rows {
-                    1 if layer.hp / LANES - b >= 4 => {
-                        step_bf16::<1, 4>(w, kp * 64, k_len, bias, z16, kp, c, hp, h, kp);
-                        return 4;
-                    }
-                    1 => step_bf16::<1, 1>(w, kp * 64, k_len, bias, z16, kp, c, hp, h, kp),
-                    2 => step_bf16::<2, 1>(w, kp * 64, k_len, bias, z16, kp, c, hp, h, kp),
-                    3 => step_bf16::<3, 1>(w, kp * 64, k_len, bias, z16, kp, c, hp, h, kp),
-                    4 => step_bf16::<4, 1>(w, kp * 64, k_len, bias, z16, kp, c, hp, h, kp),
-                    5 => step_bf16::<5, 1>(w, kp * 64, k_len, bias, z16, kp, c, hp, h, kp),
-                    6 => step_bf16::<6, 1>(w, kp * 64, k_len, bias, z16, kp, c, hp, h, kp),
-                    _ => unreachable!("tiles hold 1 to {MAX_TILE} windows"),
-                }
+                tile!(
+                    step_bf16,
+                    rows,
+                    layer.hp / LANES - b,
+                    (w, kp * 64, k_len, bias, z16, kp, c, hp, h, kp)
+                )
             }
-            1
         })
     }
 
