@@ -46,6 +46,8 @@
 //!                        # the other half (cross-conformal; val/cal_fraction do not apply)
 //! [train.optimizer]
 //! kind = "nadam"         # "adam", "rmsprop", "sgd"; beta_1, beta_2, epsilon, rho, momentum
+//! # ema_momentum = 0.99  # keep a moving average of the weights (Keras's use_ema); validation
+//!                        # scores it and training keeps it
 //! [train.schedule]
 //! kind = "constant"      # "step" {every, gamma}, "exponential" {gamma},
 //!                        # "cosine" {min_lr, epochs}, "plateau" {factor, patience, min_lr}

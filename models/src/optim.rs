@@ -30,6 +30,12 @@ pub struct OptimizerConfig {
     pub rho: f64,
     /// Momentum of SGD and RMSprop (0 disables it).
     pub momentum: f64,
+    /// Keep an exponential moving average of the weights, as Keras's `use_ema` does: the first
+    /// step copies them, each later one moves the average this fraction of the way less. What
+    /// validation scores and what training keeps is the average, which smooths the step-to-step
+    /// noise a large learning rate leaves in the weights.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ema_momentum: Option<f64>,
 }
 
 impl Default for OptimizerConfig {
@@ -41,6 +47,7 @@ impl Default for OptimizerConfig {
             epsilon: 1e-7,
             rho: 0.9,
             momentum: 0.9,
+            ema_momentum: None,
         }
     }
 }
@@ -52,6 +59,8 @@ pub struct Optimizer {
     u_product: f64,
     /// Per variable: first moment / velocity, second moment / momentum buffer.
     state: Vec<(Tensor, Tensor)>,
+    /// The weights' moving average (`ema_momentum`), empty until the first step.
+    average: Vec<Tensor>,
 }
 
 impl Optimizer {
@@ -65,7 +74,14 @@ impl Optimizer {
             iterations: 0,
             u_product: 1.0,
             state,
+            average: Vec::new(),
         })
+    }
+
+    /// The moving average of the weights after the steps so far; `None` when `ema_momentum` is
+    /// off or no step has been taken.
+    pub fn averaged(&self) -> Option<&[Tensor]> {
+        (!self.average.is_empty()).then_some(&self.average[..])
     }
 
     /// One update of `vars` (the same list, in the same order, as given to `new`) with `grads`.
@@ -111,6 +127,17 @@ impl Optimizer {
                     var.set(&(var.as_tensor() + &*s1)?)?;
                 }
             }
+        }
+        if let Some(m) = c.ema_momentum {
+            self.average = if self.average.is_empty() {
+                vars.iter()
+                    .map(|v| v.as_tensor().copy())
+                    .collect::<Result<_>>()?
+            } else {
+                (self.average.iter().zip(vars))
+                    .map(|(a, v)| (a * m)? + (v.as_tensor() * (1.0 - m))?)
+                    .collect::<Result<_>>()?
+            };
         }
         self.u_product = u_prod_t;
         self.iterations += 1;
@@ -276,12 +303,17 @@ mod tests {
             .collect()
     }
 
-    fn check(name: &str, cfg: OptimizerConfig) {
+    fn reference(name: &str) -> (Vec<f32>, f64, Vec<Vec<f64>>) {
         let text = include_str!("../tests/reference/optimizers.json");
         let r: serde_json::Value = serde_json::from_str(text).unwrap();
         let w0: Vec<f32> = serde_json::from_value(r["w0"].clone()).unwrap();
         let want: Vec<Vec<f64>> = serde_json::from_value(r[name].clone()).unwrap();
-        let got = trajectory(cfg, r["lr"].as_f64().unwrap(), &w0, want.len());
+        (w0, r["lr"].as_f64().unwrap(), want)
+    }
+
+    fn check(name: &str, cfg: OptimizerConfig) {
+        let (w0, lr, want) = reference(name);
+        let got = trajectory(cfg, lr, &w0, want.len());
         for (step, (g, w)) in got.iter().zip(&want).enumerate() {
             for (a, b) in g.iter().zip(w) {
                 assert!(
@@ -308,6 +340,39 @@ mod tests {
         check("rmsprop", kind(OptimizerKind::Rmsprop, 0.0));
         check("rmsprop_momentum", kind(OptimizerKind::Rmsprop, 0.5));
         check("sgd_momentum", kind(OptimizerKind::Sgd, 0.9));
+    }
+
+    #[test]
+    fn the_weight_average_matches_keras_use_ema_in_numpy() {
+        let (w0, lr, want) = reference("nadam_ema_0_9");
+        let dev = Device::Cpu;
+        let var = Var::from_slice(&w0, w0.len(), &dev).unwrap();
+        let vars = [var.clone()];
+        let cfg = OptimizerConfig {
+            ema_momentum: Some(0.9),
+            ..Default::default()
+        };
+        let mut opt = Optimizer::new(cfg, &vars).unwrap();
+        assert!(opt.averaged().is_none(), "nothing to average before a step");
+        for (step, w) in want.iter().enumerate() {
+            let g = Tensor::from_vec(grad(&var.as_tensor().to_vec1().unwrap()), w0.len(), &dev);
+            opt.step(&vars, &[g.unwrap()], lr).unwrap();
+            let got: Vec<f32> = opt.averaged().unwrap()[0].to_vec1().unwrap();
+            for (a, b) in got.iter().zip(w) {
+                assert!(
+                    (*a as f64 - b).abs() < 1e-5,
+                    "step {step}: got {got:?}, want {w:?}"
+                );
+            }
+        }
+        // The average trails the weights, which follow plain Nadam unchanged.
+        check(
+            "nadam",
+            OptimizerConfig {
+                ema_momentum: Some(0.9),
+                ..Default::default()
+            },
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The training loop: mini-batches over windows, gradients from the fused CPU trainer (`fused_train`,
 //! backpropagation written by hand) or, on other devices, Candle's autograd through
-//! `Network::forward`; an optimizer step per batch, validation after every epoch, early stopping
-//! that restores the best weights.
+//! `Network::forward`; an optimizer step per batch, validation after every epoch (of the weights'
+//! moving average when the optimizer keeps one), early stopping that restores the best weights.
 
 use std::time::Instant;
 
@@ -213,6 +213,20 @@ pub fn fit(
         } else {
             prev_loss = Some(train_loss);
         }
+        // With a weight average, the average is what is scored and kept; training goes on from
+        // the raw weights.
+        let raw = match opt.averaged() {
+            Some(average) => {
+                let raw = (vars.iter())
+                    .map(|v| v.as_tensor().copy())
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                for (v, a) in vars.iter().zip(average) {
+                    v.set(a)?;
+                }
+                Some(raw)
+            }
+            None => None,
+        };
         network.refresh_inference_weights();
         let (val_loss, val_mae, val_rmse) = if val.is_empty() {
             (train_loss, f64::NAN, f64::NAN)
@@ -233,6 +247,9 @@ pub fn fit(
                 .map(|v| v.as_tensor().copy())
                 .collect::<candle_core::Result<_>>()?;
             best = Some((val_loss, epoch, snapshot));
+        }
+        for (v, t) in vars.iter().zip(raw.iter().flatten()) {
+            v.set(t)?;
         }
         let report = EpochReport {
             epoch: epoch + 1,
@@ -317,6 +334,10 @@ mod tests {
 
     /// Plain SGD at a rate that makes the training loss rise from one epoch to the next.
     fn bumpy_run(spike_factor: Option<f64>) -> Fitted {
+        bumpy_run_with(spike_factor, None)
+    }
+
+    fn bumpy_windows() -> Windows {
         let (n, window, nf) = (256, 4, 2);
         let mut rng = StdRng::seed_from_u64(3);
         let x: Vec<f32> = (0..n * window * nf).map(|_| rng.random::<f32>()).collect();
@@ -329,14 +350,18 @@ mod tests {
                     / 8.0
             })
             .collect();
-        let w = Windows {
+        Windows {
             x,
             y,
             window,
             n_features: nf,
-        };
+        }
+    }
+
+    fn bumpy_run_with(spike_factor: Option<f64>, ema_momentum: Option<f64>) -> Fitted {
+        let w = bumpy_windows();
         let arch = ArchConfig {
-            n_features: nf,
+            n_features: w.n_features,
             hidden: vec![8],
             dropout: 0.0,
             pooling: Default::default(),
@@ -348,12 +373,37 @@ mod tests {
             patience: 12,
             optimizer: optim::OptimizerConfig {
                 kind: optim::OptimizerKind::Sgd,
+                ema_momentum,
                 ..Default::default()
             },
             spike_factor,
             ..Default::default()
         };
         fit(&arch, &w, &w, &cfg, 0, &Device::Cpu, &mut |_| {}).unwrap()
+    }
+
+    #[test]
+    fn with_a_weight_average_the_average_is_scored_and_kept() {
+        let plain = bumpy_run_with(None, None);
+        let averaged = bumpy_run_with(None, Some(0.9));
+        assert_ne!(
+            plain.epochs[0].val_loss, averaged.epochs[0].val_loss,
+            "the first epoch scores the average, not the weights it ends on"
+        );
+        // What the network forecasts after fit is what its best epoch scored.
+        let w = bumpy_windows();
+        let pred = predict_all(&averaged.network, &w).unwrap();
+        let mse = pred
+            .iter()
+            .zip(&w.y)
+            .map(|(p, y)| ((p - y) as f64).powi(2))
+            .sum::<f64>()
+            / w.len() as f64;
+        let best = averaged.epochs[averaged.best_epoch - 1].val_loss;
+        assert!(
+            (mse - best).abs() < 1e-3 * best,
+            "kept {mse}, best epoch scored {best}"
+        );
     }
 
     #[test]

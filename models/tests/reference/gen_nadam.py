@@ -6,6 +6,8 @@
 - Adam: bias correction folded into the step size, epsilon outside sqrt.
 - RMSprop: rho, epsilon inside the square root, optional momentum on the increment.
 - SGD: v = momentum * v - lr * g; w += v.
+- use_ema (keras/src/optimizers/base_optimizer.py, _update_model_variables_moving_average): after
+  each update, average = w on the first step, else momentum * average + (1 - momentum) * w.
 
 Gradients come from a fixed, non-convex function of the parameters so the trajectory depends on
 every step: loss(w) = sum(w**4 / 4 - w) + w0*w1, grad = w**3 - 1 + (w1, w0, 0, ...).
@@ -43,6 +45,15 @@ def nadam(beta_1=0.9, beta_2=0.999, eps=1e-7):
         w = w - LR * m_hat / (np.sqrt(v_hat) + eps)
         u_prod = u_prod_t
         out.append(w.tolist())
+    return out
+
+
+def ema(trajectory, momentum):
+    out, avg = [], None
+    for w in trajectory:
+        w = np.array(w)
+        avg = w.copy() if avg is None else momentum * avg + (1 - momentum) * w
+        out.append(avg.tolist())
     return out
 
 
@@ -90,5 +101,5 @@ def sgd(momentum=0.9):
 print(json.dumps({
     "w0": W0.tolist(), "lr": LR, "steps": STEPS,
     "nadam": nadam(), "adam": adam(), "rmsprop": rmsprop(), "rmsprop_momentum": rmsprop(momentum=0.5),
-    "sgd_momentum": sgd(),
+    "sgd_momentum": sgd(), "nadam_ema_0_9": ema(nadam(), 0.9),
 }, indent=1))
