@@ -49,6 +49,10 @@ pub struct ModelCard {
     /// Networks averaged for a forecast; with more than one, weights are prefixed `member.{k}.`.
     #[serde(default = "one")]
     pub members: usize,
+    /// Rows each member reads, the last ones of the window, in member order; empty (and absent
+    /// in older cards) = every member reads the whole window.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_windows: Vec<usize>,
     /// Arithmetic the CPU inference kernel may use for this model. `bf16` is set by hand, and
     /// only once the model's accuracy was checked under it; older cards mean `f32`.
     #[serde(default)]
@@ -196,6 +200,15 @@ impl ModelCard {
         }
         if self.members == 0 {
             return bad("members must be at least 1".into());
+        }
+        if !self.member_windows.is_empty()
+            && (self.member_windows.len() != self.members
+                || (self.member_windows.iter()).any(|&w| w == 0 || w > self.window))
+        {
+            return bad(format!(
+                "member_windows {:?}: one per member ({}), each in 1..={} (window)",
+                self.member_windows, self.members, self.window
+            ));
         }
         if self.ema_alpha.is_nan() || self.ema_alpha <= 0.0 || self.ema_alpha > 1.0 {
             return bad(format!("ema_alpha {} is not in (0, 1]", self.ema_alpha));

@@ -26,6 +26,8 @@
 //! dropout = 0.2          # between LSTM layers, training only
 //! pooling = "last"       # what the head reads: the last state, or "attention": the last state
 //!                        # and an attention-weighted mean of every step's output
+//! member_windows = []    # rows each ensemble member reads (the last ones of the window), cycled
+//!                        # over the members, e.g. [60, 30]; empty = the whole window
 //!
 //! [train]
 //! epochs = 100
@@ -122,6 +124,19 @@ pub struct ModelConfig {
     pub hidden: Vec<usize>,
     pub dropout: f32,
     pub pooling: Pooling,
+    /// Rows each ensemble member reads, cycled over the members (member k reads the last
+    /// `member_windows[k % len]` rows of the window); empty = every member reads the whole window.
+    pub member_windows: Vec<usize>,
+}
+
+impl ModelConfig {
+    /// The rows member `k` of an ensemble reads, given the data's window.
+    pub fn member_window(&self, k: usize, window: usize) -> usize {
+        match self.member_windows.len() {
+            0 => window,
+            n => self.member_windows[k % n],
+        }
+    }
 }
 
 impl Default for ModelConfig {
@@ -130,6 +145,7 @@ impl Default for ModelConfig {
             hidden: vec![64, 64],
             dropout: 0.2,
             pooling: Pooling::Last,
+            member_windows: Vec::new(),
         }
     }
 }
@@ -267,6 +283,12 @@ impl Config {
         if self.model.hidden.is_empty() || self.model.hidden.contains(&0) {
             return bad("model.hidden must list at least one non-zero width".into());
         }
+        if let Some(w) = (self.model.member_windows.iter()).find(|&&w| w == 0 || w > d.window) {
+            return bad(format!(
+                "model.member_windows: {w} rows is outside 1..={} (data.window)",
+                d.window
+            ));
+        }
         if !(0.0..1.0).contains(&self.model.dropout) {
             return bad("model.dropout must be in [0, 1)".into());
         }
@@ -316,6 +338,17 @@ mod tests {
             Config::from_toml(one).is_err(),
             "one member has no other folds"
         );
+        let mixed = Config::from_toml("[data]\nwindow = 60\n[model]\nmember_windows = [60, 30]\n");
+        let mixed = mixed.unwrap().model;
+        assert_eq!(
+            (0..3)
+                .map(|k| mixed.member_window(k, 60))
+                .collect::<Vec<_>>(),
+            [60, 30, 60]
+        );
+        assert_eq!(ModelConfig::default().member_window(4, 60), 60);
+        let e = Config::from_toml("[data]\nwindow = 60\n[model]\nmember_windows = [90]\n");
+        assert!(e.unwrap_err().to_string().contains("member_windows"));
         let attn = Config::from_toml("[model]\npooling = \"attention\"\n").unwrap();
         assert_eq!(attn.model.pooling, Pooling::Attention);
         let e = Config::from_toml("[model]\npooling = \"mean\"\n").unwrap_err();

@@ -57,6 +57,29 @@ impl Windows {
         let n = self.window * self.n_features;
         &self.x[i * n..(i + 1) * n]
     }
+
+    /// The same windows cut to their last `rows` rows (an ensemble member that reads fewer rows
+    /// than the window); borrowed when nothing is cut.
+    pub fn tail(&self, rows: usize) -> std::borrow::Cow<'_, Windows> {
+        if rows >= self.window {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        std::borrow::Cow::Owned(Windows {
+            x: tail_rows(&self.x, self.window, self.n_features, rows),
+            y: self.y.clone(),
+            window: rows,
+            n_features: self.n_features,
+        })
+    }
+}
+
+/// The last `rows` rows of each `[window, n_features]` window in `x`.
+pub fn tail_rows(x: &[f32], window: usize, n_features: usize, rows: usize) -> Vec<f32> {
+    let skip = (window - rows.min(window)) * n_features;
+    (x.chunks_exact(window * n_features))
+        .flat_map(|w| &w[skip..])
+        .copied()
+        .collect()
 }
 
 /// Days to the next event for each row (capped), `None` after the last event.
@@ -286,6 +309,31 @@ pub fn last_window(
 mod tests {
     use super::*;
     use crate::scaler::ScalerKind;
+
+    #[test]
+    fn a_tail_keeps_the_newest_rows_of_each_window() {
+        // two windows of 3 rows x 2 features; row r of window w holds (10w + r, -(10w + r))
+        let x: Vec<f32> = (0..2)
+            .flat_map(|w| (0..3).flat_map(move |r| [(10 * w + r) as f32, -((10 * w + r) as f32)]))
+            .collect();
+        assert_eq!(
+            tail_rows(&x, 3, 2, 2),
+            [1.0, -1.0, 2.0, -2.0, 11.0, -11.0, 12.0, -12.0]
+        );
+        assert_eq!(tail_rows(&x, 3, 2, 3), x);
+        let w = Windows {
+            x: x.clone(),
+            y: vec![5.0, 6.0],
+            window: 3,
+            n_features: 2,
+        };
+        let t = w.tail(1);
+        assert_eq!(
+            (t.window, t.get(1), &t.y[..]),
+            (1, &[12.0, -12.0][..], &[5.0, 6.0][..])
+        );
+        assert!(matches!(w.tail(3), std::borrow::Cow::Borrowed(_)));
+    }
 
     /// One sensor whose value is the row index, one constant sensor; one row a day.
     fn machine(rows: usize, events_at_row: &[usize]) -> MachineHistory {

@@ -7,6 +7,7 @@ use candle_core::Device;
 
 use crate::artifact::{self, ModelCard};
 use crate::cpu_kernel::CpuKernel;
+use crate::dataset;
 use crate::error::{ModelError, Result};
 use crate::network::Network;
 use crate::smoothing;
@@ -94,9 +95,16 @@ impl Forecaster {
         } else {
             windows
         };
-        let mut days = self.members[0].predict(windows, batch)?;
-        for m in &self.members[1..] {
-            for (d, p) in days.iter_mut().zip(m.predict(windows, batch)?) {
+        let (window, nf) = (self.card.window, self.card.features.len());
+        let mut days = vec![0.0f32; batch];
+        for (k, m) in self.members.iter().enumerate() {
+            let rows = self.card.member_windows.get(k).copied().unwrap_or(window);
+            let p = if rows < window {
+                m.predict(&dataset::tail_rows(windows, window, nf, rows), batch)?
+            } else {
+                m.predict(windows, batch)?
+            };
+            for (d, p) in days.iter_mut().zip(p) {
                 *d += p;
             }
         }

@@ -152,7 +152,11 @@ pub fn train_model(
     // With folds, each member's residuals on its own calibration half (out-of-fold).
     let mut oof = (Vec::new(), Vec::new());
     let mut built: Option<(Windows, Windows)> = None;
+    let member_windows: Vec<usize> = (0..sp.members.len())
+        .map(|k| cfg.model.member_window(k, d.window))
+        .collect();
     for (k, m) in sp.members.iter().enumerate() {
+        let rows = member_windows[k];
         let seed = cfg.train.seed + k as u64;
         let (tr_idx, va_idx) = (&m.train, &m.val);
         if k == 0 || cfg.train.member_splits != MemberSplits::Shared {
@@ -177,9 +181,18 @@ pub fn train_model(
             built = Some((train_w, val_w));
         }
         let (train_w, val_w) = built.as_ref().expect("built for member 0");
-        let fitted = train::fit(&arch, train_w, val_w, &cfg.train, seed, device, &mut |r| {
-            on_epoch(k, r)
-        })?;
+        // A member that reads fewer rows trains on the windows' newest rows; with min_rows at or
+        // below its rows those are the windows it would have had with that window length.
+        let (train_w, val_w) = (train_w.tail(rows), val_w.tail(rows));
+        let fitted = train::fit(
+            &arch,
+            &train_w,
+            &val_w,
+            &cfg.train,
+            seed,
+            device,
+            &mut |r| on_epoch(k, r),
+        )?;
         let best = &fitted.epochs[fitted.best_epoch - 1];
         member_reports.push(serde_json::json!({
             "seed": seed, "epochs": fitted.epochs.len(), "best_epoch": fitted.best_epoch,
@@ -188,11 +201,11 @@ pub fn train_model(
             "val_machines": pick(va_idx).iter().map(|m| m.machine_id.clone()).collect::<Vec<_>>(),
         }));
         if first_val.is_none() {
-            first_val = Some(val_w.clone());
+            first_val = Some(built.as_ref().expect("built for member 0").1.clone());
         }
         if !m.cal.is_empty() {
             let w = windows_of(&pick(&m.cal), &features, &scaler, every, cfg)?;
-            let pred = train::predict_all(&fitted.network, &w)?;
+            let pred = train::predict_all(&fitted.network, &w.tail(rows))?;
             oof.0.extend(pred.into_iter().map(|p| p.max(0.0)));
             oof.1.extend(w.y);
         }
@@ -202,8 +215,8 @@ pub fn train_model(
     let ensemble = |w: &Windows| -> Result<Vec<f32>> {
         let mut sum = vec![0.0f32; w.len()];
         if !w.is_empty() {
-            for n in &networks {
-                for (s, p) in sum.iter_mut().zip(train::predict_all(n, w)?) {
+            for (n, &rows) in networks.iter().zip(&member_windows) {
+                for (s, p) in sum.iter_mut().zip(train::predict_all(n, &w.tail(rows))?) {
                     *s += p;
                 }
             }
@@ -272,6 +285,11 @@ pub fn train_model(
         arch,
         interval,
         members: members.len(),
+        member_windows: if cfg.model.member_windows.is_empty() {
+            Vec::new()
+        } else {
+            member_windows
+        },
         inference_precision: Default::default(),
         training: serde_json::json!({ "config": cfg, "members": member_reports,
                                       "device": format!("{device:?}"),

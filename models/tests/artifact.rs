@@ -107,3 +107,43 @@ fn registry_publishes_immutable_versions_and_promotes_atomically() {
         .collect();
     assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
 }
+
+#[test]
+fn members_read_the_newest_rows_their_card_gives_them() {
+    let history = common::fleet(8, 3);
+    let mut cfg = common::small_config(1);
+    cfg.train.ensemble = 2;
+    cfg.model.member_windows = vec![10, 4];
+    let dir = tempfile::tempdir().unwrap();
+    let trained = pipeline::train_model(&history, &cfg, &Device::Cpu, &mut |_, _| {}).unwrap();
+    let card = trained.save(dir.path()).unwrap();
+    assert_eq!(card.member_windows, [10, 4]);
+    let f = Forecaster::load(dir.path(), &Device::Cpu).unwrap();
+    let row = |wear: f32| {
+        let mut scaled = vec![0.0; 2];
+        f.scale_row(&[wear, 60.0], &mut scaled);
+        scaled
+    };
+    // Two windows that differ only in their oldest six rows, and a third that differs in its
+    // newest row.
+    let older = |wear: f32| (0..6).flat_map(move |_| row(wear)).collect::<Vec<_>>();
+    let newest: Vec<f32> = (0..4).flat_map(|_| row(20.0)).collect();
+    let windows = [older(5.0), newest.clone(), older(15.0), newest.clone()].concat();
+    let both = f.predict(&windows, 2).unwrap();
+    assert_ne!(both[0].days, both[1].days, "the whole-window member sees the older rows");
+
+    // The same model with every member reading the last four rows cannot tell them apart.
+    let mut card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join(artifact::CARD_FILE)).unwrap())
+            .unwrap();
+    card["member_windows"] = serde_json::json!([4, 4]);
+    std::fs::write(dir.path().join(artifact::CARD_FILE), card.to_string()).unwrap();
+    let tails = Forecaster::load(dir.path(), &Device::Cpu).unwrap();
+    let same = tails.predict(&windows, 2).unwrap();
+    assert_eq!(same[0].days, same[1].days);
+
+    card["member_windows"] = serde_json::json!([4]);
+    std::fs::write(dir.path().join(artifact::CARD_FILE), card.to_string()).unwrap();
+    let err = Forecaster::load(dir.path(), &Device::Cpu).err().unwrap();
+    assert!(err.to_string().contains("one per member"), "{err}");
+}

@@ -111,6 +111,7 @@ pub fn publish_random_model(
         },
         members: 1,
         inference_precision: Default::default(),
+        member_windows: Vec::new(),
         training: serde_json::json!({}),
         data: serde_json::json!({}),
         metrics: serde_json::json!({}),
