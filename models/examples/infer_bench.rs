@@ -8,7 +8,8 @@
 //! KERNEL: avx512 | avx512-bf16 | portable (default: what the CPU picks for f32), or `cuda` for
 //! the GPU path on cuda:0 (input copied in and results copied out in every call);
 //! BATCHES: comma-separated (default 1,64,1024). Threads: RAYON_NUM_THREADS. `POOLING=attention`
-//! times the attention-pooled head instead of the last-state one.
+//! times the attention-pooled head instead of the last-state one; `WINDOW=90` another window
+//! length (default 60).
 
 use std::time::Instant;
 
@@ -17,7 +18,6 @@ use candle_nn::{VarBuilder, VarMap};
 use maintcast_models::CpuKernel;
 use maintcast_models::network::{ArchConfig, Network, Pooling};
 
-const WINDOW: usize = 60;
 const FEATURES: usize = 14;
 
 fn main() -> anyhow::Result<()> {
@@ -37,6 +37,7 @@ fn main() -> anyhow::Result<()> {
         .map(|b| b.parse())
         .collect::<Result<_, _>>()?;
     let min_s: f64 = std::env::var("MIN_S").map_or(Ok(2.0), |s| s.parse())?;
+    let window: usize = std::env::var("WINDOW").map_or(Ok(60), |s| s.parse())?;
 
     let cfg = ArchConfig {
         n_features: FEATURES,
@@ -60,7 +61,7 @@ fn main() -> anyhow::Result<()> {
     };
     let mut state = 0x9e37_79b9_u32;
     for batch in batches {
-        let x: Vec<f32> = (0..batch * WINDOW * FEATURES)
+        let x: Vec<f32> = (0..batch * window * FEATURES)
             .map(|_| {
                 state ^= state << 13;
                 state ^= state >> 17;
@@ -82,6 +83,7 @@ fn main() -> anyhow::Result<()> {
             serde_json::json!({
                 "runtime": format!("maintcast {name}"),
                 "batch": batch,
+                "window": window,
                 "latency_ms": (s * 1e6).round() / 1e3,
                 "windows_per_s": (batch as f64 / s).round(),
                 "cpu_ms_per_call": (cpu * 1e6).round() / 1e3,

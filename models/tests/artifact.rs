@@ -130,7 +130,10 @@ fn members_read_the_newest_rows_their_card_gives_them() {
     let newest: Vec<f32> = (0..4).flat_map(|_| row(20.0)).collect();
     let windows = [older(5.0), newest.clone(), older(15.0), newest.clone()].concat();
     let both = f.predict(&windows, 2).unwrap();
-    assert_ne!(both[0].days, both[1].days, "the whole-window member sees the older rows");
+    assert_ne!(
+        both[0].days, both[1].days,
+        "the whole-window member sees the older rows"
+    );
 
     // The same model with every member reading the last four rows cannot tell them apart.
     let mut card: serde_json::Value =
