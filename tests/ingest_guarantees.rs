@@ -456,6 +456,7 @@ fn publish_nan_model(registry_dir: &std::path::Path, name: &str) -> String {
             scale: vec![50.0, 2.0, 4.0],
             seed: 1,
             pooling: Default::default(),
+            member_windows: Vec::new(),
         },
     )
     .unwrap();

@@ -160,6 +160,8 @@ async fn every_forecast_of_a_messy_fleet_equals_the_offline_one() {
         scale: vec![50.0, 2.0, 4.0],
         seed: 17,
         pooling: Pooling::Attention,
+        // Two members, the second reading the newest half of the window: the diverse ensemble.
+        member_windows: vec![WINDOW, WINDOW / 2],
     };
     let version = publish_random_model(reg.path(), &model, spec).unwrap();
     registry::promote(reg.path(), &model, &version, "messy-fleet test").unwrap();

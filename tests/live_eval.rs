@@ -428,6 +428,7 @@ async fn a_broken_shadow_never_touches_the_served_forecasts() {
             scale: vec![1.0, 1.0],
             seed: 5,
             pooling: Default::default(),
+            member_windows: Vec::new(),
         },
     )
     .unwrap();

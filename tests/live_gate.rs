@@ -56,6 +56,7 @@ fn shadow_is_named_and_cleared_by_hand_and_a_misfit_is_refused() {
             scale: vec![1.0, 1.0],
             seed: 3,
             pooling: Default::default(),
+            member_windows: Vec::new(),
         },
     )
     .unwrap(); // v0003: a feature fewer

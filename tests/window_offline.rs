@@ -124,6 +124,7 @@ fn model(window: usize, min_rows: usize, seed: u64) -> Model {
         scale: vec![4.0, 50.0, 2.0],
         seed,
         pooling: Default::default(),
+        member_windows: Vec::new(),
     };
     let version = publish_random_model(registry.path(), "m", spec).unwrap();
     let dir = registry.path().join("m").join(version);

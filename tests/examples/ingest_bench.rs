@@ -52,10 +52,12 @@ fn make_default_model(registry_dir: &Path, name: &str) -> anyhow::Result<()> {
         scale: vec![10.0; N_FEATURES],
         seed: 7,
         pooling: Default::default(),
+        member_windows: Vec::new(),
     };
     let shadow = RandomModel {
         seed: 8,
         pooling: Default::default(),
+        member_windows: Vec::new(),
         features: spec.features.clone(),
         offset: spec.offset.clone(),
         scale: spec.scale.clone(),

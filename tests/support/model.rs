@@ -45,6 +45,7 @@ pub fn publish_model_ordered(
         scale,
         seed,
         pooling: Default::default(),
+        member_windows: Vec::new(),
     };
     publish_random_model(registry_dir, name, spec).expect("publish")
 }
@@ -63,6 +64,9 @@ pub struct RandomModel {
     pub seed: u64,
     /// What the head reads (`Pooling::Attention` serves the attention architecture).
     pub pooling: Pooling,
+    /// Empty: one network reading the whole window. Otherwise one member per entry, each reading
+    /// that many of the window's newest rows, with weights drawn from `seed + k`.
+    pub member_windows: Vec<usize>,
 }
 
 /// Publishes `spec` as the next version of `name` in `registry_dir` (CURRENT is left alone) and
@@ -78,10 +82,15 @@ pub fn publish_random_model(
         dropout: 0.0,
         pooling: spec.pooling,
     };
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    Network::new(vb, &arch)?;
-    maintcast_models::train::init_weights(&varmap, spec.seed)?;
+    let members = spec.member_windows.len().max(1);
+    let mut varmaps = Vec::with_capacity(members);
+    for k in 0..members {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        Network::new(vb, &arch)?;
+        maintcast_models::train::init_weights(&varmap, spec.seed + k as u64)?;
+        varmaps.push(varmap);
+    }
     let card = ModelCard {
         name: name.into(),
         version: String::new(),
@@ -109,9 +118,9 @@ pub fn publish_random_model(
             n_calibration: 10,
             bins: Vec::new(),
         },
-        members: 1,
+        members,
         inference_precision: Default::default(),
-        member_windows: Vec::new(),
+        member_windows: spec.member_windows,
         training: serde_json::json!({}),
         data: serde_json::json!({}),
         metrics: serde_json::json!({}),
@@ -122,7 +131,7 @@ pub fn publish_random_model(
         feature_stats: Vec::new(),
     };
     let staged = tempfile::tempdir()?;
-    artifact::save(staged.path(), card, &[&varmap])?;
+    artifact::save(staged.path(), card, &varmaps.iter().collect::<Vec<_>>())?;
     Ok(registry::publish(registry_dir, name, staged.path())?)
 }
 
